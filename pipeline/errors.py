@@ -1,0 +1,93 @@
+"""The one error tree of Conveyor.
+
+Every failure a stage can raise is one of these. Foreign exceptions (httpx, qdrant,
+pydantic, onnxruntime…) are translated at the boundary with ``raise X(...) from exc``
+so that the Celery side only has to ask one question: retry, or dead-letter?
+
+    ConveyorError
+    ├── RetryableError                 Celery retries these (capped backoff + jitter)
+    │   ├── RateLimited                 429 / shared limiter says wait; carries retry_after
+    │   ├── ProviderUnavailable         5xx, connection refused/reset, store unreachable
+    │   └── StageTimeout                upstream call or stage exceeded its time budget
+    └── PermanentError                 straight to the dead-letter store, never retried
+        ├── InvalidInput                the request itself is wrong (schema, size, unknown doc)
+        ├── ProviderRejected            4xx other than 408/409/429, refusal, context overflow
+        ├── OutputInvalid               completion does not parse into the intent's schema
+        ├── GuardrailBlocked            a guard validator blocked the output or the request
+        └── InternalError               a bug: anything not translated above
+
+``failure_class`` is the stable string stored on a dead letter and used in metrics; a
+retryable error that outlives its retry budget keeps its class and is marked
+``retries_exhausted`` on the dead letter.
+"""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """Base of every error Conveyor raises on purpose."""
+
+    failure_class = "error"
+    retryable = False
+
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = dict(details or {})
+
+
+class RetryableError(ConveyorError):
+    """Transient: the same call may succeed later."""
+
+    failure_class = "retryable"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        details: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        #: seconds the upstream asked us to wait (Retry-After), if it said.
+        self.retry_after = retry_after
+
+
+class RateLimited(RetryableError):
+    failure_class = "rate_limited"
+
+
+class ProviderUnavailable(RetryableError):
+    failure_class = "provider_unavailable"
+
+
+class StageTimeout(RetryableError):
+    failure_class = "timeout"
+
+
+class PermanentError(ConveyorError):
+    """Retrying cannot help; the job goes to the dead-letter store."""
+
+    failure_class = "permanent"
+
+
+class InvalidInput(PermanentError):
+    failure_class = "invalid_input"
+
+
+class ProviderRejected(PermanentError):
+    failure_class = "provider_rejected"
+
+
+class OutputInvalid(PermanentError):
+    failure_class = "output_invalid"
+
+
+class GuardrailBlocked(PermanentError):
+    failure_class = "guardrail_blocked"
+
+
+class InternalError(PermanentError):
+    failure_class = "internal_error"
+

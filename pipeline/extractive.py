@@ -1,0 +1,167 @@
+"""The offline default "LLM": an extractive generator.
+
+No usable generative model can be had offline, so instead of pretending, this picks and
+arranges sentences that are literally in the retrieved chunks, and every record says
+``provider: "extractive"``. It produces the same structured outputs (``ContractSummary``,
+``Answer``) as an LLM would, so the guard and record stages are exercised for real.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from pipeline.embeddings import Embedder
+from pipeline.text import split_sentences
+from schemas import Answer, Completion, ContextChunk, ContractSummary, Intent, RetrievalResult
+
+PROVIDER = "extractive"
+MODEL = "extractive-v1"
+PROMPT_VERSION = "extractive/v1"
+
+_MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
+_DATE = rf"(?:{_MONTHS})\s+\d{{1,2}},\s+\d{{4}}"
+_EFFECTIVE = re.compile(rf"(?:as of|dated|effective(?: as of| on)?)\s+({_DATE})", re.IGNORECASE)
+_ANY_DATE = re.compile(_DATE)
+_BETWEEN = re.compile(r"\bby and between\s+(.+?)\s+and\s+(.+?)(?:\.\s|\.$|;|\n)", re.IGNORECASE | re.DOTALL)
+_DURATION = re.compile(
+    r"\b(?:(?:[a-z]+(?:-[a-z]+)?\s+)?\(\d+\)|\d+)\s+(?:calendar\s+)?(?:years?|months?)\b", re.IGNORECASE
+)
+_RISK_WORDS = {
+    "indemnif": 3, "unlimited": 3, "liabilit": 2, "terminat": 2, "automatic": 2, "renew": 2,
+    "penalt": 3, "late": 1, "interest": 1, "exclusive": 2, "non-compet": 3, "waive": 2, "breach": 1,
+    "damages": 2, "warrant": 1, "audit": 1, "suspend": 2, "without cause": 3, "for convenience": 3,
+}
+_KEY_SECTIONS = ("fee", "payment", "rent", "price", "term", "termination", "liabilit", "confidential",
+                 "governing", "warrant", "indemn", "delivery", "service level", "license", "scope")
+_SKIP_SECTIONS = ("definition", "signature", "in witness", "counterpart", "notices", "miscellaneous")
+
+
+def _party_name(raw: str) -> str:
+    """'Northwind Analytics, Inc., a Delaware corporation ("Northwind")' -> 'Northwind Analytics, Inc.'"""
+    name = re.split(r",\s+an?\s+|\s+\(|\s*,\s*(?:with|having|whose)\b", raw.strip(), maxsplit=1)[0]
+    return name.strip(" ,;\"'").replace("\n", " ")
+
+
+def _sentences(chunks: Sequence[ContextChunk]) -> list[tuple[str, ContextChunk]]:
+    seen: set[str] = set()
+    out = []
+    for chunk in chunks:
+        for sentence in split_sentences(chunk.text):
+            key = sentence.lower()
+            if len(sentence) < 25 or key in seen or sentence.lstrip().startswith("#"):
+                continue
+            seen.add(key)
+            out.append((sentence.strip(), chunk))
+    return out
+
+
+def _risk_score(sentence: str) -> int:
+    low = sentence.lower()
+    return sum(weight for word, weight in _RISK_WORDS.items() if word in low)
+
+
+class ExtractiveGenerator:
+    """Builds structured outputs from sentences of the retrieved chunks, nothing else."""
+
+    def __init__(self, embedder: Embedder, *, max_summary_sentences: int = 5) -> None:
+        self._embedder = embedder
+        self._max_summary = max_summary_sentences
+
+    def generate(self, msg: RetrievalResult) -> Completion:
+        if msg.intent == Intent.summarize:
+            out = self.summarize(msg.chunks)
+            text = out.summary
+            structured = out.model_dump()
+        else:
+            answer = self.answer(msg.request.text, msg.query_embedding, msg.chunks, risk=msg.intent == Intent.risk)
+            text = answer.answer
+            structured = answer.model_dump()
+        return Completion(
+            text=text, structured=structured, provider=PROVIDER, model=MODEL, prompt_version=PROMPT_VERSION
+        )
+
+    def summarize(self, chunks: Sequence[ContextChunk]) -> ContractSummary:
+        if not chunks:
+            return ContractSummary(summary="No content was retrieved for this document.")
+        full = "\n".join(c.text for c in chunks)
+        parties: list[str] = []
+        if m := _BETWEEN.search(full):
+            parties = [p for p in (_party_name(m.group(1)), _party_name(m.group(2))) if p]
+        date = _EFFECTIVE.search(full) or _ANY_DATE.search(full)
+        effective_date = date.group(1) if date and date.groups() else (date.group(0) if date else None)
+
+        sentences = _sentences(chunks)
+        cited: list[str] = []
+
+        def cite(chunk: ContextChunk) -> None:
+            if chunk.chunk_id not in cited:
+                cited.append(chunk.chunk_id)
+
+        term = None
+        for sentence, chunk in sentences:
+            if "term" in (chunk.section + " " + sentence).lower() and _DURATION.search(sentence):
+                term = sentence
+                cite(chunk)
+                break
+
+        picked: list[str] = []
+        sections_done: set[str] = set()
+        key_terms: list[str] = []
+        for sentence, chunk in sentences:
+            section = chunk.section.strip()
+            low = section.lower()
+            if section in sections_done or any(s in low for s in _SKIP_SECTIONS):
+                continue
+            sections_done.add(section)
+            if len(picked) < self._max_summary:
+                picked.append(sentence)
+                cite(chunk)
+            if any(k in low for k in _KEY_SECTIONS) and len(key_terms) < 8:
+                key_terms.append(f"{section}: {sentence}" if section else sentence)
+                cite(chunk)
+
+        risky = sorted(
+            ((s, c) for s, c in sentences if _risk_score(s) >= 3), key=lambda sc: -_risk_score(sc[0])
+        )[:4]
+        for _, chunk in risky:
+            cite(chunk)
+        return ContractSummary(
+            parties=parties,
+            effective_date=effective_date,
+            term=term,
+            summary=(" ".join(picked) or sentences[0][0]) if sentences else "No sentences found.",
+            key_terms=key_terms,
+            risks=[s for s, _ in risky],
+            citations=cited,
+        )
+
+    def answer(
+        self,
+        question: str,
+        query_embedding: Sequence[float] | None,
+        chunks: Sequence[ContextChunk],
+        *,
+        risk: bool = False,
+        top: int = 2,
+    ) -> Answer:
+        sentences = _sentences(chunks)
+        if not sentences:
+            return Answer(answer="The retrieved context does not contain an answer.", citations=[])
+        query = (
+            np.asarray(query_embedding, dtype=np.float32)
+            if query_embedding is not None
+            else self._embedder.embed_one(question)
+        )
+        vectors = self._embedder.embed([s for s, _ in sentences])
+        scores = vectors @ query
+        if risk:
+            scores = scores + 0.05 * np.array([min(_risk_score(s), 6) for s, _ in sentences], dtype=np.float32)
+        order = np.argsort(-scores)[:top]
+        chosen = sorted(order.tolist())  # keep document order for readability
+        return Answer(
+            answer=" ".join(sentences[i][0] for i in chosen),
+            citations=list(dict.fromkeys(sentences[i][1].chunk_id for i in chosen)),
+        )

@@ -1,0 +1,147 @@
+"""All configuration as one typed object, read from ``CONVEYOR_*`` environment variables.
+
+Built on demand (``load_settings()``), never at import, and validated at start-up so a bad
+value stops a worker with a message that names the variable. An unknown ``CONVEYOR_*``
+variable is an error too: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CONVEYOR_"
+
+
+class SettingsError(ValueError):
+    """Raised with a readable, multi-line explanation of what is wrong with the configuration."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False)
+
+    # --- where things run -------------------------------------------------------------
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker. Unset = embedded mode (in-process worker, memory transport).",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for job state, dead letters, cache, rate limits. Default: broker_url if redis.",
+    )
+    data_dir: Path = Field(default=Path(".conveyor"), description="Embedded state: Qdrant path, SQLite store.")
+    results_log: Path | None = Field(
+        default=None, description="JSONL log of every job record. Default: <data_dir>/records.jsonl."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- vector store and embeddings --------------------------------------------------
+    qdrant_url: str | None = Field(default=None, description="Qdrant server. Unset = local mode under data_dir.")
+    qdrant_api_key: SecretStr | None = None
+    qdrant_collection: str = "conveyor_chunks"
+    embedding_provider: Literal["onnx-minilm", "openai"] = "onnx-minilm"
+    embedding_url: str | None = Field(default=None, description="OpenAI-compatible /v1/embeddings base URL")
+    embedding_api_key: SecretStr | None = None
+    embedding_model: str = "text-embedding-3-small"
+    embedding_dim: int = Field(default=384, ge=8)
+
+    # --- intent and retrieval ---------------------------------------------------------
+    intent_threshold: float = Field(default=0.35, ge=0.0, le=1.0, description="below this -> 'other'")
+    retrieve_top_k: int = Field(default=5, ge=1, le=50)
+    retrieve_score_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    context_token_budget: int = Field(default=1800, ge=100, description="tokens of retrieved context per prompt")
+    chunk_max_tokens: int = Field(default=220, ge=32, le=512)
+    chunk_overlap_tokens: int = Field(default=40, ge=0)
+
+    # --- LLM --------------------------------------------------------------------------
+    llm_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL. Unset = extractive.")
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_fallback_models: list[str] = Field(default_factory=list, description="JSON list, tried in order")
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_max_tokens: int = Field(default=700, ge=16)
+    llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    llm_max_attempts: int = Field(default=3, ge=1, le=10, description="HTTP attempts per call (tenacity)")
+    llm_rpm: int | None = Field(default=None, ge=1, description="shared requests/minute limit")
+    llm_tpm: int | None = Field(default=None, ge=1, description="shared tokens/minute limit")
+    llm_cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=0, description="0 disables the response cache")
+
+    # --- reliability ------------------------------------------------------------------
+    stage_max_retries: int = Field(default=4, ge=0, le=20, description="Celery retries per stage")
+    retry_backoff_base_s: float = Field(default=1.0, gt=0)
+    retry_backoff_max_s: float = Field(default=60.0, gt=0)
+    task_soft_time_limit_s: int = Field(default=240, ge=1)
+    task_time_limit_s: int = Field(default=300, ge=1)
+    visibility_timeout_s: int = Field(
+        default=3600, ge=60, description="Redis redelivery timeout; must exceed time limit + max backoff"
+    )
+    worker_concurrency: int = Field(default=4, ge=1, description="embedded worker threads")
+
+    # --- observability and security ---------------------------------------------------
+    sentry_dsn: SecretStr | None = None
+    sentry_environment: str = "development"
+    flower_basic_auth: SecretStr | None = Field(default=None, description="user:password for Flower")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        needed = self.task_time_limit_s + self.retry_backoff_max_s
+        if self.visibility_timeout_s <= needed:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed task_time_limit_s + "
+                f"retry_backoff_max_s ({needed:g}), or a running task is redelivered to a second worker"
+            )
+        if self.chunk_overlap_tokens >= self.chunk_max_tokens:
+            raise ValueError("chunk_overlap_tokens must be below chunk_max_tokens")
+        return self
+
+    # --- derived --------------------------------------------------------------------------
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def store_url(self) -> str | None:
+        """Redis URL for state; None means the embedded SQLite store."""
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
+
+    @property
+    def records_path(self) -> Path:
+        return self.results_log or self.data_dir / "records.jsonl"
+
+
+def _unknown_variables(environ: dict[str, str]) -> list[str]:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    messages = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            close = difflib.get_close_matches(upper, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            messages.append(f"  {key}: unknown setting{hint}")
+    return messages
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings from the environment; raise SettingsError naming every bad variable."""
+    problems = _unknown_variables(dict(os.environ))
+    if problems:
+        raise SettingsError("Invalid Conveyor configuration:\n" + "\n".join(problems))
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings"
+            lines.append(f"  {loc}: {err['msg']}")
+        raise SettingsError("Invalid Conveyor configuration:\n" + "\n".join(lines)) from exc

@@ -1,0 +1,179 @@
+"""The typed edges between stages.
+
+Each stage's output model is the next stage's input model, and each extends the one before,
+so a message carries everything earlier stages decided (the request, the intent, the
+chunks…) plus the per-stage timings, and nothing else. ``tests/unit/test_schema_chain.py``
+checks the chain.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.job import Intent, JobRequest
+
+STAGES: tuple[str, ...] = ("intent", "retrieve", "generate", "guard", "record")
+
+
+class StageMessage(BaseModel):
+    """Common envelope: the original request and how long each stage took (ms)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: JobRequest
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class IntentResult(StageMessage):
+    """Output of ``intent``, input of ``retrieve``."""
+
+    intent: Intent
+    intent_confidence: float = Field(ge=0.0, le=1.0)
+    intent_method: str = Field(description="hint | embedding-centroid | llm | keyword")
+    #: the request embedding, computed once and reused by retrieval (None when text is empty).
+    query_embedding: list[float] | None = None
+
+
+class ContextChunk(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_id: str
+    doc_id: str
+    section: str = ""
+    text: str
+    score: float | None = None
+
+
+class RetrievalResult(IntentResult):
+    """Output of ``retrieve``, input of ``generate``."""
+
+    chunks: list[ContextChunk] = Field(default_factory=list)
+    retrieval_strategy: str = ""
+    #: chunks dropped before prompting because a guard flagged them (e.g. injected instructions).
+    quarantined_chunks: list[str] = Field(default_factory=list)
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ContractSummary(BaseModel):
+    """Structured output for ``summarize``: what a reviewer needs on one screen."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parties: list[str] = Field(default_factory=list)
+    effective_date: str | None = None
+    term: str | None = None
+    summary: str = Field(min_length=1)
+    key_terms: list[str] = Field(default_factory=list)
+    risks: list[str] = Field(default_factory=list)
+    citations: list[str] = Field(default_factory=list, description="chunk ids the summary rests on")
+
+
+class Answer(BaseModel):
+    """Structured output for every other intent: an answer and the chunks it rests on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: str = Field(min_length=1)
+    citations: list[str] = Field(default_factory=list)
+
+
+class Completion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    structured: dict[str, Any] | None = None
+    provider: str = Field(description="extractive | openai-compatible | ...")
+    model: str
+    prompt_version: str
+    finish_reason: str = "stop"
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    llm_calls: int = Field(default=0, description="upstream HTTP calls incl. retries and fallbacks")
+    cached: bool = False
+
+
+class GenerationResult(RetrievalResult):
+    """Output of ``generate``, input of ``guard``."""
+
+    completion: Completion
+
+
+Verdict = Literal["pass", "repaired", "redacted", "blocked"]
+
+
+class CheckResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    verdict: Verdict
+    reasons: list[str] = Field(default_factory=list)
+    score: float | None = None
+
+
+class GuardReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Verdict
+    checks: list[CheckResult] = Field(default_factory=list)
+    grounding_score: float | None = None
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{c.name}: {r}" for c in self.checks for r in c.reasons]
+
+
+class GuardResult(GenerationResult):
+    """Output of ``guard``, input of ``record``: the completion as it may be shown."""
+
+    guard: GuardReport
+    output: dict[str, Any]
+
+
+class JobRecord(BaseModel):
+    """The final, stored result of one job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    status: Literal["succeeded"] = "succeeded"
+    request: JobRequest
+    intent: Intent
+    intent_confidence: float
+    chunks_used: list[str]
+    output: dict[str, Any]
+    provider: str
+    model: str
+    prompt_version: str
+    usage: Usage
+    cost_usd: float
+    llm_calls: int
+    cached: bool
+    guard: GuardReport
+    timings_ms: dict[str, float]
+    completed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+JobState = Literal["queued", "running", "succeeded", "failed"]
+
+
+class JobStatus(BaseModel):
+    """What ``client.status(job_id)`` returns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    state: JobState
+    stage: str | None = None
+    attempts: int = 0
+    dead_letter_id: str | None = None
+    error: str | None = None
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

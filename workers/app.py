@@ -1,0 +1,85 @@
+"""The Celery app: one queue per stage, JSON only, late acks, events on for Flower.
+
+``app`` exists at import (``celery -A workers.app`` and Flower need it) but holds no
+configuration until first use: ``add_defaults`` takes a callable that Celery evaluates
+lazily, so the environment is read when the app is configured, not when it is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from pipeline.settings import Settings
+
+#: stage -> (task name, queue). Producers use these names; they never import the tasks.
+STAGE_TASKS: dict[str, tuple[str, str]] = {
+    "intent": ("conveyor.intent", "intent"),
+    "retrieve": ("conveyor.retrieve", "retrieve"),
+    "generate": ("conveyor.generate", "llm"),
+    "guard": ("conveyor.guard", "guard"),
+    "record": ("conveyor.record", "record"),
+}
+QUEUES: tuple[str, ...] = tuple(queue for _, queue in STAGE_TASKS.values())
+
+#: how often the in-memory transport polls in embedded mode (the default 1 s crawls).
+EMBEDDED_POLLING_INTERVAL_S = 0.005
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Everything Celery needs, derived from the one settings object."""
+    embedded = settings.embedded
+    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
+    if embedded:
+        transport_options["polling_interval"] = EMBEDDED_POLLING_INTERVAL_S
+    return {
+        "broker_url": settings.broker_url or "memory://",
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        # results live in Conveyor's own state store (records, dead letters), not Celery's backend
+        "result_backend": None,
+        "task_ignore_result": True,
+        # JSON only on the wire
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        # a task is acknowledged after it ran; a worker killed mid-task hands it back
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # one message at a time per worker process: long LLM calls must not hoard messages
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        # Flower
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        # routing: one queue per stage
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": "intent",
+        "task_routes": {name: {"queue": queue} for name, queue in STAGE_TASKS.values()},
+        "task_create_missing_queues": False,
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """A configured app. Without settings, configuration is read lazily from the environment."""
+    import workers.signals  # noqa: F401  (connects per-process setup: clients, Sentry, log scrubbing)
+    from workers.runtime import bind_settings, settings_for
+    from workers.tasks import register_stage_tasks
+
+    celery = Celery("conveyor", set_as_current=False)
+    if settings is None:
+        celery.add_defaults(lambda: celery_config(settings_for(celery)))
+    else:
+        bind_settings(celery, settings)
+        celery.add_defaults(celery_config(settings))
+    register_stage_tasks(celery)
+    return celery
+
+
+app = create_app()

@@ -1,0 +1,349 @@
+"""``conveyor``: run the demo batch, submit and inspect jobs, run workers, operate the DLQ.
+
+Embedded mode (no ``CONVEYOR_BROKER_URL``) runs a worker inside the command for as long
+as the command needs one; distributed mode only enqueues and reads state.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.errors import ConveyorError
+from pipeline.settings import Settings, SettingsError, load_settings
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+@contextmanager
+def _runtime(settings: Settings, *, need_worker: bool) -> Iterator[Any]:
+    """Yields an object with ``.app``, ``.client`` and ``.resources`` for either mode."""
+    from workers.runtime import resources_for
+
+    if settings.embedded and need_worker:
+        from workers.embedded import EmbeddedRuntime
+
+        with EmbeddedRuntime(settings) as rt:
+            yield rt
+        return
+
+    from workers.app import create_app
+    from workers.client import ConveyorClient
+    from workers.runtime import release_resources
+
+    app = create_app(settings)
+
+    class _Remote:
+        def __init__(self) -> None:
+            self.app = app
+            self.client = ConveyorClient(app)
+
+        @property
+        def resources(self) -> Any:
+            return resources_for(app)
+
+    try:
+        yield _Remote()
+    finally:
+        release_resources(app)
+
+
+def sample_contracts() -> list[Path]:
+    """The contracts that ship with Conveyor for the demo."""
+    folder = files("pipeline").joinpath("data/contracts")
+    return sorted(Path(str(p)) for p in folder.iterdir() if str(p).endswith(".md"))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def main() -> None:
+    """Conveyor runs LLM work as a Celery pipeline: intent -> retrieve -> generate -> guard -> record.
+
+    Without CONVEYOR_BROKER_URL everything runs in this process (embedded mode, no services).
+    With CONVEYOR_BROKER_URL=redis://... commands enqueue to workers started by `conveyor worker`.
+    """
+
+
+# --- the main job -----------------------------------------------------------------------------
+@main.command()
+@click.option("--docs", "doc_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Documents to summarize (default: the sample contracts that ship with Conveyor).")
+@click.option("--limit", type=int, default=None, help="Only the first N documents.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results.jsonl"), show_default=True,
+              help="Where job records are streamed, one JSON object per line.")
+@click.option("--errors-out", type=click.Path(path_type=Path), default=Path("errors.jsonl"), show_default=True,
+              help="Where dead letters of failed jobs are streamed.")
+@click.option("--tenant", default="demo", show_default=True)
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds to wait for the batch.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Overrides CONVEYOR_DATA_DIR.")
+def demo(doc_paths: tuple[Path, ...], limit: int | None, out: Path, errors_out: Path, tenant: str,
+         timeout: float, data_dir: Path | None) -> None:
+    """Summarize a batch of contracts end to end and print a per-job table."""
+    from workers.demo import run_demo
+
+    settings = _settings(data_dir=data_dir)
+    paths = list(doc_paths) or sample_contracts()
+    if limit is not None:
+        paths = paths[:limit]
+    if not paths:
+        raise click.ClickException("no documents to summarize")
+    with _runtime(settings, need_worker=True) as rt:
+        outcome = run_demo(rt, paths, tenant=tenant, out=out, errors_out=errors_out, timeout=timeout,
+                           echo=click.echo)
+    if outcome.failed:
+        sys.exit(1)
+
+
+# --- jobs -------------------------------------------------------------------------------------
+@main.command()
+@click.argument("request_file", type=click.File("r"), required=False)
+@click.option("--text", help="The instruction or question.")
+@click.option("--doc", "document_id", help="Id of an ingested document.")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--intent", "intent_hint", help="Skip classification with this intent.")
+@click.option("--wait/--no-wait", default=None, help="Wait for the record (always in embedded mode).")
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+def submit(request_file: Any, text: str | None, document_id: str | None, tenant: str, intent_hint: str | None,
+           wait: bool | None, timeout: float) -> None:
+    """Submit one job, from a JSON request (file or '-') or from options. Prints the job id."""
+    from workers.client import JobFailed, parse_request
+
+    if request_file is not None:
+        raw: dict[str, Any] = json.load(request_file)
+    else:
+        raw = {"text": text or "", "tenant": tenant}
+        if document_id:
+            raw["document_id"] = document_id
+        if intent_hint:
+            raw["intent_hint"] = intent_hint
+    try:
+        request = parse_request(raw)
+    except ConveyorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    settings = _settings()
+    must_wait = settings.embedded or bool(wait)
+    with _runtime(settings, need_worker=settings.embedded) as rt:
+        job_id = rt.client.submit(request)
+        click.echo(job_id)
+        if must_wait:
+            try:
+                _echo_json(rt.client.result(job_id, timeout=timeout).model_dump(mode="json"))
+            except JobFailed as exc:
+                raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.argument("job_id")
+def status(job_id: str) -> None:
+    """Show a job's state (queued, running, succeeded, failed) and stage."""
+    with _runtime(_settings(), need_worker=False) as rt:
+        try:
+            _echo_json(rt.client.status(job_id).model_dump(mode="json"))
+        except KeyError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=0.0, show_default=True, help="Seconds to wait for it.")
+def result(job_id: str, timeout: float) -> None:
+    """Print a job's record as JSON (exit 1 if it failed or is not done)."""
+    from workers.client import JobFailed
+
+    with _runtime(_settings(), need_worker=False) as rt:
+        try:
+            _echo_json(rt.client.result(job_id, timeout=timeout).model_dump(mode="json"))
+        except (JobFailed, TimeoutError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+# --- workers ----------------------------------------------------------------------------------
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--queues", "-Q", default=",".join(["intent", "retrieve", "llm", "guard", "record"]),
+              show_default=True, help="Comma-separated queues to consume.")
+@click.option("--pool", "-P", default="prefork", show_default=True,
+              type=click.Choice(["prefork", "threads", "solo"]), help="threads for I/O-bound queues (llm).")
+@click.option("--concurrency", "-c", type=int, default=None, help="Processes or threads (default: cores).")
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option("--hostname", "-n", default=None, help="Node name, e.g. llm@%h.")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(queues: str, pool: str, concurrency: int | None, loglevel: str, hostname: str | None,
+           celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker for some queues (distributed mode).
+
+    Example: conveyor worker --queues llm --pool threads --concurrency 32
+    """
+    from workers.app import QUEUES, create_app
+
+    settings = _settings()
+    if settings.embedded:
+        raise click.ClickException("CONVEYOR_BROKER_URL is not set: workers need a broker (e.g. redis://...)")
+    unknown = [q for q in queues.split(",") if q not in QUEUES]
+    if unknown:
+        raise click.ClickException(f"unknown queue(s) {unknown}; queues are {', '.join(QUEUES)}")
+    app = create_app(settings)
+    argv = ["worker", "-Q", queues, "-P", pool, "-l", loglevel, "-E"]
+    if concurrency:
+        argv += ["-c", str(concurrency)]
+    if hostname:
+        argv += ["-n", hostname]
+    app.worker_main(argv + list(celery_args))
+
+
+# --- documents --------------------------------------------------------------------------------
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--tenant", default="default", show_default=True)
+def ingest(paths: tuple[Path, ...], tenant: str) -> None:
+    """Read .md/.txt/.html files (or folders), chunk them by section and upsert into Qdrant."""
+    from pipeline.ingest import ingest_paths
+
+    settings = _settings()
+    with _runtime(settings, need_worker=False) as rt:
+        res = rt.resources
+        try:
+            report = ingest_paths(list(paths), tenant=tenant, store=res.vector_store, embedder=res.embedder,
+                                  max_tokens=settings.chunk_max_tokens, overlap=settings.chunk_overlap_tokens)
+        except ConveyorError as exc:
+            raise click.ClickException(str(exc)) from exc
+    _echo_json(report.__dict__ if hasattr(report, "__dict__") else report)
+
+
+@main.command()
+@click.argument("query")
+@click.option("--doc", "doc_id", default=None)
+@click.option("--tenant", default=None)
+@click.option("--k", type=int, default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def search(query: str, doc_id: str | None, tenant: str | None, k: int, as_json: bool) -> None:
+    """Dense search over ingested chunks."""
+    with _runtime(_settings(), need_worker=False) as rt:
+        res = rt.resources
+        vector = res.embedder.embed_one(query)
+        hits = res.vector_store.search(vector, k=k, tenant=tenant, doc_ids=[doc_id] if doc_id else None)
+    results = [{"doc_id": h.doc_id, "chunk_id": h.chunk_id, "section": h.section, "score": round(h.score, 4),
+                "text": h.text} for h in hits]
+    if as_json:
+        click.echo(json.dumps({"query": query, "results": results}, ensure_ascii=False))
+        return
+    for r in results:
+        click.echo(f"{r['score']:.3f}  {r['doc_id']}  {r['section'][:40]:40}  {r['text'][:80]!r}")
+
+
+@main.command()
+@click.argument("text")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def classify(text: str, as_json: bool) -> None:
+    """Classify a request's intent (summarize, question, extract, risk, other)."""
+    with _runtime(_settings(), need_worker=False) as rt:
+        prediction = rt.resources.intent_classifier.classify(text)
+    payload = {"intent": str(prediction.intent), "confidence": round(float(prediction.confidence), 4)}
+    click.echo(json.dumps(payload) if as_json else f"{payload['intent']} ({payload['confidence']:.2f})")
+
+
+# --- dead letters -----------------------------------------------------------------------------
+@main.group()
+def dlq() -> None:
+    """Inspect and replay dead letters (jobs that failed for good)."""
+
+
+@dlq.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include replayed dead letters.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(show_all: bool, limit: int, as_json: bool) -> None:
+    """List dead letters, newest first."""
+    with _runtime(_settings(), need_worker=False) as rt:
+        letters = rt.resources.state.list_dead_letters(state=None if show_all else "open", limit=limit)
+    if as_json:
+        _echo_json([dl.model_dump(mode="json", exclude={"stage_input"}) for dl in letters])
+        return
+    if not letters:
+        click.echo("no dead letters")
+    for dl in letters:
+        click.echo(f"{dl.dead_letter_id}  {dl.created_at:%Y-%m-%d %H:%M:%S}  job={dl.job_id}  stage={dl.stage}  "
+                   f"{dl.failure_class}{' (retries exhausted)' if dl.retries_exhausted else ''}  "
+                   f"attempts={dl.attempts}  {dl.state}  {dl.error_message[:80]}")
+
+
+@dlq.command("show")
+@click.argument("dead_letter_id")
+def dlq_show(dead_letter_id: str) -> None:
+    """Print one dead letter in full, including the original request."""
+    with _runtime(_settings(), need_worker=False) as rt:
+        letter = rt.resources.state.get_dead_letter(dead_letter_id)
+    if letter is None:
+        raise click.ClickException(f"no dead letter {dead_letter_id!r}")
+    _echo_json(letter.model_dump(mode="json"))
+
+
+@dlq.command("replay")
+@click.argument("dead_letter_id")
+@click.option("--request", "request_file", type=click.File("r"), default=None,
+              help="A corrected request (JSON) to use instead of the original; keeps the job id.")
+@click.option("--wait/--no-wait", default=None, help="Wait for the outcome (always in embedded mode).")
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+def dlq_replay(dead_letter_id: str, request_file: Any, wait: bool | None, timeout: float) -> None:
+    """Send a dead-lettered job back into the chain at the stage that failed."""
+    from pydantic import ValidationError
+
+    from workers.client import JobFailed
+    from workers.deadletters import replay_dead_letter
+
+    fixed = json.load(request_file) if request_file is not None else None
+    settings = _settings()
+    with _runtime(settings, need_worker=settings.embedded) as rt:
+        try:
+            letter = replay_dead_letter(rt.app, rt.resources.state, dead_letter_id, fixed_request=fixed)
+        except (KeyError, ValueError, ValidationError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"replayed job {letter.job_id} at stage {letter.stage}")
+        if settings.embedded or wait:
+            try:
+                record = rt.client.result(letter.job_id, timeout=timeout)
+            except JobFailed as exc:
+                raise click.ClickException(str(exc)) from exc
+            click.echo(f"job {record.job_id} succeeded: guard={record.guard.verdict}")
+
+
+# --- operations -------------------------------------------------------------------------------
+@main.command()
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(port: int, flower_args: tuple[str, ...]) -> None:
+    """Run Flower against the broker, behind basic auth (CONVEYOR_FLOWER_BASIC_AUTH=user:password)."""
+    settings = _settings()
+    if settings.embedded:
+        raise click.ClickException("Flower needs a broker: set CONVEYOR_BROKER_URL")
+    if settings.flower_basic_auth is None or ":" not in settings.flower_basic_auth.get_secret_value():
+        raise click.ClickException("refusing to start Flower without auth: set CONVEYOR_FLOWER_BASIC_AUTH=user:pass")
+    from workers.app import create_app
+
+    app = create_app(settings)
+    auth = settings.flower_basic_auth.get_secret_value()
+    app.start(["flower", f"--port={port}", f"--basic-auth={auth}", *flower_args])
+
+
+def new_batch_id() -> str:
+    return f"batch-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

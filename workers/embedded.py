@@ -1,0 +1,90 @@
+"""Embedded mode: a real Celery worker in this process, on the in-memory transport.
+
+No service is needed: all five queues are consumed by a ``WorkController`` running in a
+thread (threads pool), Qdrant runs in local mode and state lives in SQLite, both under the
+data directory. Results are read from the state store by the client, so the producer never
+calls ``AsyncResult.get()`` and never trips Celery's "result.get() within a task" guard.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+
+from celery.worker import WorkController
+
+from pipeline.resources import Resources
+from pipeline.settings import Settings
+from workers.app import QUEUES, create_app
+from workers.client import ConveyorClient
+from workers.runtime import release_resources, resources_for
+from workers.signals import init_process
+
+log = logging.getLogger("conveyor.embedded")
+
+
+class _ReadyWorkController(WorkController):  # type: ignore[misc]
+    """A WorkController that signals when its consumer is ready to take messages."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.ready = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def on_consumer_ready(self, consumer: object) -> None:
+        self.ready.set()
+
+
+class EmbeddedRuntime:
+    """``with EmbeddedRuntime(settings) as rt: rt.client.submit(...)``"""
+
+    def __init__(self, settings: Settings, *, concurrency: int | None = None, start_timeout_s: float = 30) -> None:
+        if not settings.embedded:
+            raise ValueError("EmbeddedRuntime needs CONVEYOR_BROKER_URL unset (memory transport)")
+        self.settings = settings
+        self.app = create_app(settings)
+        self._concurrency = concurrency or settings.worker_concurrency
+        self._start_timeout_s = start_timeout_s
+        self._worker: _ReadyWorkController | None = None
+        self._thread: threading.Thread | None = None
+        self.client = ConveyorClient(self.app)
+
+    @property
+    def resources(self) -> Resources:
+        return resources_for(self.app)
+
+    def start(self) -> EmbeddedRuntime:
+        init_process(self.settings)
+        worker = _ReadyWorkController(
+            app=self.app,
+            concurrency=self._concurrency,
+            pool="threads",
+            queues=list(QUEUES),
+            hostname="conveyor-embedded@localhost",
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel=self.settings.log_level,
+        )
+        self._worker = worker
+        self._thread = threading.Thread(target=worker.start, name="conveyor-embedded-worker", daemon=True)
+        self._thread.start()
+        if not worker.ready.wait(self._start_timeout_s):
+            raise RuntimeError("embedded worker did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop(in_sighandler=False, exitcode=0)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._worker = self._thread = None
+        release_resources(self.app)
+
+    def __enter__(self) -> EmbeddedRuntime:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,86 @@
+"""Cross-cutting concerns hung on Celery signals, out of stage code.
+
+- per-process clients: a forked child forgets the parent's clients (built again lazily);
+- logging: every handler gets the PII-redacting filter;
+- Sentry: initialised in each worker process (never in the parent before fork), with PII
+  and secrets scrubbed by ``before_send``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import worker_init, worker_process_init
+
+from pipeline.settings import Settings
+from workers.runtime import forget_inherited_resources
+
+_initialised_pid: int | None = None
+
+
+def install_log_scrubbing() -> None:
+    """Redact PII from every log record, whichever handler ends up writing it."""
+    from pipeline.guard.pii import PiiRedactingFilter
+
+    root = logging.getLogger()
+    if not any(isinstance(f, PiiRedactingFilter) for f in root.filters):
+        root.addFilter(PiiRedactingFilter())
+    for handler in root.handlers:
+        if not any(isinstance(f, PiiRedactingFilter) for f in handler.filters):
+            handler.addFilter(PiiRedactingFilter())
+
+
+def init_sentry(settings: Settings) -> bool:
+    """Start Sentry in this process if a DSN is configured; True when it did."""
+    if settings.sentry_dsn is None:
+        return False
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+
+    from pipeline.guard.pii import scrub_event
+
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn.get_secret_value(),
+        environment=settings.sentry_environment,
+        integrations=[CeleryIntegration()],
+        send_default_pii=False,
+        before_send=scrub_event,  # type: ignore[arg-type]
+        max_request_body_size="never",
+    )
+    return True
+
+
+def init_process(settings: Settings) -> None:
+    """Everything a worker process sets up once, after any fork."""
+    import os
+
+    global _initialised_pid
+    if _initialised_pid == os.getpid():
+        return
+    _initialised_pid = os.getpid()
+    install_log_scrubbing()
+    init_sentry(settings)
+
+
+def _settings_of(sender: Any) -> Settings:
+    from workers.runtime import settings_for
+
+    app = getattr(sender, "app", None)
+    if app is None:
+        from workers.app import app as default_app
+
+        app = default_app
+    return settings_for(app)
+
+
+@worker_process_init.connect
+def _on_worker_process_init(sender: Any = None, **_: Any) -> None:
+    forget_inherited_resources()
+    init_process(_settings_of(sender))
+
+
+@worker_init.connect
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    # threads and solo pools run tasks in this process: set it up here
+    init_process(_settings_of(sender))
