@@ -19,8 +19,8 @@ from pipeline.settings import Settings
 if TYPE_CHECKING:
     from pipeline.embeddings import Embedder
     from pipeline.intent import IntentClassifier
-    from pipeline.state import StateStore
     from pipeline.stages.generate import Generator
+    from pipeline.state import StateStore
     from pipeline.vectorstore import QdrantVectorStore
 
 T = TypeVar("T")
@@ -82,7 +82,7 @@ class Resources:
                     model=s.embedding_model,
                     dim=s.embedding_dim,
                 )
-            return build_embedder("onnx-minilm")
+            return build_embedder("onnx")
 
         return self._get("embedder", build)
 

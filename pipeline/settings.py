@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     embedding_dim: int = Field(default=384, ge=8)
 
     # --- intent and retrieval ---------------------------------------------------------
-    intent_threshold: float = Field(default=0.35, ge=0.0, le=1.0, description="below this -> 'other'")
+    intent_threshold: float = Field(default=0.30, ge=0.0, le=1.0, description="below this -> 'other'")
     retrieve_top_k: int = Field(default=5, ge=1, le=50)
     retrieve_score_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
     context_token_budget: int = Field(default=1800, ge=100, description="tokens of retrieved context per prompt")

@@ -13,16 +13,7 @@ from celery import Celery
 from kombu import Queue
 
 from pipeline.settings import Settings
-
-#: stage -> (task name, queue). Producers use these names; they never import the tasks.
-STAGE_TASKS: dict[str, tuple[str, str]] = {
-    "intent": ("conveyor.intent", "intent"),
-    "retrieve": ("conveyor.retrieve", "retrieve"),
-    "generate": ("conveyor.generate", "llm"),
-    "guard": ("conveyor.guard", "guard"),
-    "record": ("conveyor.record", "record"),
-}
-QUEUES: tuple[str, ...] = tuple(queue for _, queue in STAGE_TASKS.values())
+from workers.routing import QUEUES, STAGE_TASKS
 
 #: how often the in-memory transport polls in embedded mode (the default 1 s crawls).
 EMBEDDED_POLLING_INTERVAL_S = 0.005

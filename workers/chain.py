@@ -8,7 +8,7 @@ from celery import Celery, chain
 from celery.canvas import Signature
 
 from schemas import STAGES
-from workers.app import STAGE_TASKS
+from workers.routing import STAGE_TASKS
 
 
 def stage_signature(app: Celery, stage: str) -> Signature:

@@ -199,6 +199,7 @@ def worker(queues: str, pool: str, concurrency: int | None, loglevel: str, hostn
     if unknown:
         raise click.ClickException(f"unknown queue(s) {unknown}; queues are {', '.join(QUEUES)}")
     app = create_app(settings)
+    app.set_default()  # pool threads/processes trace tasks with the default app
     argv = ["worker", "-Q", queues, "-P", pool, "-l", loglevel, "-E"]
     if concurrency:
         argv += ["-c", str(concurrency)]

@@ -55,6 +55,10 @@ class EmbeddedRuntime:
 
     def start(self) -> EmbeddedRuntime:
         init_process(self.settings)
+        # the threads pool traces tasks with Celery's *default* app (thread-local "current"
+        # does not reach pool threads): without this, chain continuations would be published
+        # through an unconfigured app to amqp://localhost.
+        self.app.set_default()
         worker = _ReadyWorkController(
             app=self.app,
             concurrency=self._concurrency,

@@ -19,8 +19,8 @@ from pipeline.backoff import backoff_delay
 from pipeline.errors import ConveyorError, InternalError, InvalidInput, RetryableError, StageTimeout
 from pipeline.stages import STAGE_FUNCTIONS
 from schemas import STAGE_MODELS, JobStatus
-from workers.app import STAGE_TASKS
 from workers.deadletters import write_dead_letter
+from workers.routing import STAGE_TASKS
 from workers.runtime import resources_for
 
 log = logging.getLogger("conveyor.tasks")

@@ -19,7 +19,9 @@ def test_every_stage_has_models_in_pipeline_order() -> None:
 def test_output_of_stage_is_input_of_next(upstream: str, downstream: str) -> None:
     _, produced = STAGE_MODELS[upstream]
     consumed, _ = STAGE_MODELS[downstream]
-    assert produced is consumed, f"{upstream} produces {produced.__name__}, {downstream} takes {consumed.__name__}"
+    assert produced is consumed, (
+        f"{upstream} produces {produced.__name__}, {downstream} takes {consumed.__name__}"
+    )
 
 
 def test_stage_messages_extend_each_other() -> None:

@@ -13,7 +13,9 @@ def test_defaults_are_embedded_mode() -> None:
 
 def test_unknown_variable_is_rejected_with_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVEYOR_BROKR_URL", "redis://x")
-    with pytest.raises(SettingsError, match=r"CONVEYOR_BROKR_URL: unknown setting \(did you mean CONVEYOR_BROKER_URL"):
+    with pytest.raises(
+        SettingsError, match=r"CONVEYOR_BROKR_URL: unknown setting \(did you mean CONVEYOR_BROKER_URL"
+    ):
         load_settings()
 
 

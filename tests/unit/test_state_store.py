@@ -23,9 +23,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
 
 
 def _letter(job_id: str, **kw: object) -> DeadLetter:
-    return DeadLetter(job_id=job_id, request={"job_id": job_id, "text": "x"}, stage="retrieve",
-                      stage_input={"request": {"job_id": job_id}}, failure_class="invalid_input",
-                      error_type="InvalidInput", error_message="no such document", attempts=1, **kw)
+    return DeadLetter(
+        job_id=job_id,
+        request={"job_id": job_id, "text": "x"},
+        stage="retrieve",
+        stage_input={"request": {"job_id": job_id}},
+        failure_class="invalid_input",
+        error_type="InvalidInput",
+        error_message="no such document",
+        attempts=1,
+        **kw,
+    )
 
 
 def test_idempotency_key_first_claimant_wins(store: StateStore) -> None:
