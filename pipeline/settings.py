@@ -12,10 +12,29 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CONVEYOR_"
+
+
+class GuardPolicy(BaseModel):
+    """What the guard does about each kind of finding; one default, overridable per tenant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    injection: Literal["block", "flag"] = Field(
+        default="block", description="a request carrying injected instructions: block it, or only record it"
+    )
+    quarantine_chunks: bool = Field(default=True, description="drop retrieved chunks that carry injections")
+    pii: Literal["redact", "block", "allow"] = "redact"
+    grounding: Literal["remove", "block", "flag"] = Field(
+        default="remove", description="unsupported sentences: remove them, block the output, or only score"
+    )
+    grounding_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+    min_grounding_score: float = Field(default=0.5, ge=0.0, le=1.0, description="below this the output is blocked")
+    blocklist: list[str] = Field(default_factory=list, description="terms that must not appear in an output")
+    blocklist_patterns: list[str] = Field(default_factory=list)
 
 
 class SettingsError(ValueError):
@@ -82,6 +101,12 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(default=4, ge=1, description="embedded worker threads")
 
+    # --- guardrails ---------------------------------------------------------------------
+    guard_policy: GuardPolicy = Field(default_factory=GuardPolicy, description="JSON, see GuardPolicy")
+    guard_tenant_policies: dict[str, GuardPolicy] = Field(
+        default_factory=dict, description='JSON {"tenant": {...GuardPolicy fields}}; replaces the default'
+    )
+
     # --- observability and security ---------------------------------------------------
     sentry_dsn: SecretStr | None = None
     sentry_environment: str = "development"
@@ -102,6 +127,15 @@ class Settings(BaseSettings):
         return self
 
     # --- derived --------------------------------------------------------------------------
+    def guard_policy_for(self, tenant: str) -> GuardPolicy:
+        return self.guard_tenant_policies.get(tenant, self.guard_policy)
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, so the guard can refuse an output that leaks one."""
+        secrets = (self.llm_api_key, self.embedding_api_key, self.qdrant_api_key, self.sentry_dsn,
+                   self.flower_basic_auth)
+        return [v.get_secret_value() for v in secrets if v is not None and len(v.get_secret_value()) >= 8]
+
     @property
     def embedded(self) -> bool:
         return not self.broker_url

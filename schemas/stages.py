@@ -32,7 +32,10 @@ class IntentResult(StageMessage):
 
     intent: Intent
     intent_confidence: float = Field(ge=0.0, le=1.0)
-    intent_method: str = Field(description="hint | embedding-centroid | llm | keyword")
+    intent_method: str = Field(description="hint | document-only | embedding-* | llm")
+    request_flags: list[str] = Field(
+        default_factory=list, description="guard findings on the request that policy let through (flag mode)"
+    )
     #: the request embedding, computed once and reused by retrieval (None when text is empty).
     query_embedding: list[float] | None = None
 
@@ -99,6 +102,9 @@ class Completion(BaseModel):
     cost_usd: float = 0.0
     llm_calls: int = Field(default=0, description="upstream HTTP calls incl. retries and fallbacks")
     cached: bool = False
+    repair_reasons: list[str] = Field(
+        default_factory=list, description="validation errors the model was re-asked with (one repair at most)"
+    )
 
 
 class GenerationResult(RetrievalResult):

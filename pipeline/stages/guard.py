@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipeline.errors import GuardrailBlocked, OutputInvalid
-from pipeline.validators import run_validators
+from pipeline.prompts import system_prompts
+from pipeline.validators import build_validators, run_validators
 from schemas import GenerationResult, GuardResult
 
 if TYPE_CHECKING:
@@ -13,7 +14,13 @@ if TYPE_CHECKING:
 
 
 def run_guard(msg: GenerationResult, res: Resources) -> GuardResult:
-    report, output = run_validators(msg)
+    settings = res.settings
+    validators = build_validators(
+        settings.guard_policy_for(msg.request.tenant),
+        secrets=settings.secret_values(),
+        system_prompts=system_prompts(),
+    )
+    report, output = run_validators(msg, validators)
     if report.verdict == "blocked":
         reasons = "; ".join(report.reasons) or "blocked"
         structural = any(c.name == "structure" and c.verdict == "blocked" for c in report.checks)

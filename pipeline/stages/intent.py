@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pipeline.errors import GuardrailBlocked
+from pipeline.guard import detect_injection
+from pipeline.settings import GuardPolicy
 from schemas import Intent, IntentResult, JobRequest
 
 if TYPE_CHECKING:
@@ -11,6 +14,7 @@ if TYPE_CHECKING:
 
 
 def run_intent(request: JobRequest, res: Resources) -> IntentResult:
+    flags = screen_request(request, res.settings.guard_policy_for(request.tenant))
     vector = res.embedder.embed_one(request.text) if request.text else None
     if request.intent_hint is not None:
         intent, confidence, method = request.intent_hint, 1.0, "hint"
@@ -26,4 +30,18 @@ def run_intent(request: JobRequest, res: Resources) -> IntentResult:
         intent_confidence=round(min(max(float(confidence), 0.0), 1.0), 4),
         intent_method=method,
         query_embedding=[round(float(x), 6) for x in vector] if vector is not None else None,
+        request_flags=flags,
     )
+
+
+def screen_request(request: JobRequest, policy: GuardPolicy) -> list[str]:
+    """Injected instructions in the request block the job (or are only recorded, by policy)."""
+    if not request.text:
+        return []
+    found = detect_injection(request.text)
+    if not found.flagged:
+        return []
+    reasons = [f"request injection ({found.score:.2f}): {r}" for r in found.reasons[:3]]
+    if policy.injection == "block":
+        raise GuardrailBlocked("request blocked: it carries instructions aimed at the model", details={"reasons": reasons})
+    return reasons

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.errors import InvalidInput
-from pipeline.retrieval import retrieve_context
+from pipeline.guard import detect_injection
 from pipeline.llm.tokens import count_tokens
+from pipeline.retrieval import retrieve_context
 from schemas import ContextChunk, Intent, IntentResult, RetrievalResult
 
 if TYPE_CHECKING:
@@ -42,5 +43,10 @@ def run_retrieve(msg: IntentResult, res: Resources) -> RetrievalResult:
         ContextChunk(chunk_id=h.chunk_id, doc_id=h.doc_id, section=h.section, text=h.text, score=h.score)
         for h in hits
     ]
+    quarantined: list[str] = []
+    if s.guard_policy_for(req.tenant).quarantine_chunks:
+        # retrieved text is untrusted input too: chunks carrying instructions never reach the prompt
+        quarantined = [c.chunk_id for c in chunks if detect_injection(c.text).flagged]
+        chunks = [c for c in chunks if c.chunk_id not in quarantined]
     strategy = "document-coverage" if msg.intent == Intent.summarize and req.document_id else "top-k"
-    return RetrievalResult(**dict(msg), chunks=chunks, retrieval_strategy=strategy)
+    return RetrievalResult(**dict(msg), chunks=chunks, retrieval_strategy=strategy, quarantined_chunks=quarantined)

@@ -1,0 +1,119 @@
+"""Try the next (provider, model) when one cannot answer.
+
+A model is abandoned when its per-call retries are spent on a RetryableError (it is
+down, rate limited or timing out) or when the prompt overflows its context window (a
+bigger model may take it). Any other rejection - a bad request, an auth error, by
+default a refusal - would fail the same way on the next model, or is a content decision
+that should not be shopped around, so it is raised at once.
+
+The response (or the final error's ``details``) carries the totals of the whole chain:
+upstream ``calls``, tokens and ``cost_usd``, plus ``models_tried`` in order; the
+answering model is ``response.model``. ``request.model`` is ignored: the chain decides.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pipeline.errors import ConveyorError, InvalidInput, ProviderRejected, RetryableError
+from pipeline.llm.base import LLMProvider, LLMRequest, LLMResponse, is_context_overflow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Totals:
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, calls: object, prompt: object, completion: object, cost: object) -> None:
+        self.calls += calls if isinstance(calls, int) else 0
+        self.prompt_tokens += prompt if isinstance(prompt, int) else 0
+        self.completion_tokens += completion if isinstance(completion, int) else 0
+        self.cost_usd += float(cost) if isinstance(cost, int | float) else 0.0
+
+
+class FallbackProvider:
+    """An LLMProvider over an ordered chain of ``(provider, model)`` pairs."""
+
+    def __init__(
+        self,
+        chain: Sequence[tuple[LLMProvider, str]],
+        *,
+        fallback_on_refusal: bool = False,
+        name: str = "fallback",
+    ) -> None:
+        if not chain:
+            raise InvalidInput("FallbackProvider needs at least one (provider, model)")
+        self.chain = list(chain)
+        self.fallback_on_refusal = fallback_on_refusal
+        self.name = name
+
+    @property
+    def max_upstream_calls(self) -> int:
+        """Calls one ``complete`` can make: the sum of each link's per-call attempts."""
+        total = 0
+        for provider, _ in self.chain:
+            policy = getattr(provider, "retry_policy", None)
+            total += getattr(policy, "max_attempts", 1)
+        return total
+
+    def _moves_on(self, exc: ConveyorError) -> bool:
+        if isinstance(exc, RetryableError):
+            return True
+        if is_context_overflow(exc):
+            return True
+        return self.fallback_on_refusal and isinstance(exc, ProviderRejected) and "refusal" in exc.details
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        totals = _Totals()
+        tried: list[str] = []
+        last: ConveyorError | None = None
+        for index, (provider, model) in enumerate(self.chain):
+            tried.append(model)
+            try:
+                response = provider.complete(request.model_copy(update={"model": model}))
+            except ConveyorError as exc:
+                d = exc.details
+                totals.add(d.get("calls"), d.get("prompt_tokens"), d.get("completion_tokens"), d.get("cost_usd"))
+                exc.details.update(
+                    calls=totals.calls,
+                    prompt_tokens=totals.prompt_tokens,
+                    completion_tokens=totals.completion_tokens,
+                    cost_usd=totals.cost_usd,
+                    models_tried=list(tried),
+                )
+                if not self._moves_on(exc):
+                    raise
+                last = exc
+                if index + 1 < len(self.chain):
+                    log.warning(
+                        "model %s gave up (%s); falling back to %s",
+                        model,
+                        exc.failure_class,
+                        self.chain[index + 1][1],
+                    )
+                continue
+            totals.add(response.calls, response.prompt_tokens, response.completion_tokens, response.cost_usd)
+            return response.model_copy(
+                update={
+                    "calls": totals.calls,
+                    "prompt_tokens": totals.prompt_tokens,
+                    "completion_tokens": totals.completion_tokens,
+                    "cost_usd": totals.cost_usd,
+                    "models_tried": tuple(tried),
+                }
+            )
+        assert last is not None
+        raise last
+
+    def close(self) -> None:
+        seen: set[int] = set()
+        for provider, _ in self.chain:
+            if id(provider) not in seen:
+                seen.add(id(provider))
+                provider.close()

@@ -1,0 +1,376 @@
+"""Any OpenAI-compatible ``/v1/chat/completions`` endpoint over plain httpx.
+
+No SDK: SDKs retry on their own, and one owner per retry layer is the rule (see
+retry.py). The httpx transport is built with ``retries=0`` and one Client per provider
+object, lazily on first use so nothing connects at import or before a worker forks.
+
+Every httpx / JSON failure leaves this module as a ConveyorError:
+
+    429 (not quota)                    -> RateLimited(retry_after from Retry-After / retry-after-ms)
+    408, 409, 5xx, connection errors   -> ProviderUnavailable
+    read / connect / pool timeouts     -> StageTimeout
+    context window exceeded (4xx)      -> ContextOverflow (a ProviderRejected)
+    other 4xx, 429 insufficient_quota  -> ProviderRejected
+    200 with bad JSON / no choices     -> ProviderUnavailable (transient: a proxy hiccup)
+    refusal / content_filter           -> ProviderRejected(details["refusal"])
+    finish_reason "length"             -> returned, for the guard stage to judge
+
+The API key is a SecretStr, sent only in the Authorization header, scrubbed from any
+upstream text we quote, and never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from pipeline.errors import (
+    ConveyorError,
+    InternalError,
+    ProviderRejected,
+    ProviderUnavailable,
+    RateLimited,
+    StageTimeout,
+)
+from pipeline.llm.base import ContextOverflow, LLMRequest, LLMResponse, RateLimiter, ResponseStore
+from pipeline.llm.pricing import PriceTable
+from pipeline.llm.retry import RetryPolicy, call_with_retry
+
+log = logging.getLogger(__name__)
+
+_OVERFLOW_CODES = {"context_length_exceeded", "exceed_context_size_error", "string_above_max_length"}
+_OVERFLOW_TEXT = re.compile(
+    r"maximum context length|context length|context window|context size|too many tokens"
+    r"|prompt is too long|input is too long|reduce the length of the messages",
+    re.IGNORECASE,
+)
+_QUOTED_MAX = 300
+
+
+def chat_completions_url(base_url: str) -> str:
+    """``{base}/v1/chat/completions`` whether or not ``base_url`` already ends in /v1."""
+    base = base_url.rstrip("/")
+    if base.endswith("/v1"):
+        return f"{base}/chat/completions"
+    return f"{base}/v1/chat/completions"
+
+
+def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP-date."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass(frozen=True)
+class _Completion:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    usage_estimated: bool
+    reported_model: str
+
+
+@dataclass
+class _Bill:
+    """What a call cost so far, including failed attempts that were billed (refusals)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_known: bool = True
+
+    def as_details(self) -> dict[str, object]:
+        return {
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
+        }
+
+
+class OpenAICompatProvider:
+    """One upstream, its default model, and the per-call policy around it."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr | str | None = None,
+        default_model: str = "gpt-4o-mini",
+        timeout_s: float = 60.0,
+        max_attempts: int = 3,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        rate_limiter: RateLimiter | None = None,
+        cache: ResponseStore | None = None,
+        price_table: PriceTable | None = None,
+        client: httpx.Client | None = None,
+        *,
+        retry_after_cap_s: float = 30.0,
+        rate_limit_max_wait_s: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+        name: str = "openai_compat",
+    ) -> None:
+        self.base_url = base_url
+        self.url = chat_completions_url(base_url)
+        self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
+        self.default_model = default_model
+        self.timeout_s = timeout_s
+        self.retry_policy = RetryPolicy(max_attempts, backoff_base_s, backoff_max_s, retry_after_cap_s)
+        self.rate_limiter = rate_limiter
+        self.rate_limit_max_wait_s = rate_limit_max_wait_s
+        self.cache = cache
+        self.price_table = price_table or PriceTable()
+        self.name = name
+        self._client = client
+        self._owns_client = client is None
+        self._client_lock = threading.Lock()
+        self._sleep = sleep
+        self._rng = rng
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatProvider(base_url={self.base_url!r}, default_model={self.default_model!r})"
+
+    def __enter__(self) -> OpenAICompatProvider:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._client_lock:
+            if self._client is not None and self._owns_client:
+                self._client.close()
+                self._client = None
+
+    def _http(self) -> httpx.Client:
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    transport=httpx.HTTPTransport(retries=0),
+                    timeout=httpx.Timeout(self.timeout_s),
+                    follow_redirects=False,
+                    headers={"User-Agent": "conveyor-llm"},
+                )
+            return self._client
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        started = time.perf_counter()
+        model = request.model or self.default_model
+        if self.cache is not None:
+            hit = self.cache.get(request, model)
+            if hit is not None:
+                return hit.model_copy(update={"provider": self.name, "models_tried": (model,)})
+        bill = _Bill()
+        tokens = self._estimate_tokens(request, model) if self.rate_limiter is not None else 0
+
+        def attempt() -> _Completion:
+            if self.rate_limiter is not None:
+                self.rate_limiter.acquire(tokens, max_wait_s=self.rate_limit_max_wait_s)
+            bill.calls += 1
+            try:
+                return self._send_once(request, model)
+            except ConveyorError as exc:
+                self._charge(bill, model, exc.details)
+                raise
+
+        try:
+            completion = call_with_retry(
+                attempt, self.retry_policy, sleep=self._sleep, rng=self._rng, describe=f"{self.name}:{model}"
+            )
+        except ConveyorError as exc:
+            exc.details.update(bill.as_details(), model=model, provider=self.name)
+            raise
+        except Exception as exc:
+            raise InternalError(
+                f"{self.name}: untranslated {type(exc).__name__} calling {model}",
+                details={**bill.as_details(), "model": model, "provider": self.name},
+            ) from exc
+        self._charge(
+            bill,
+            completion.reported_model,
+            {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens},
+        )
+        response = LLMResponse(
+            text=completion.text,
+            model=model,
+            finish_reason=completion.finish_reason,
+            prompt_tokens=bill.prompt_tokens,
+            completion_tokens=bill.completion_tokens,
+            latency_s=time.perf_counter() - started,
+            calls=bill.calls,
+            cost_usd=bill.cost_usd,
+            cached=False,
+            provider=self.name,
+            cost_known=bill.cost_known,
+            usage_estimated=completion.usage_estimated,
+            models_tried=(model,),
+        )
+        if self.cache is not None:
+            self.cache.put(request, model, response)
+        return response
+
+    def _charge(self, bill: _Bill, model: str, details: Mapping[str, object]) -> None:
+        p, c = details.get("prompt_tokens"), details.get("completion_tokens")
+        if not isinstance(p, int) or not isinstance(c, int):
+            return
+        quote = self.price_table.quote(model, p, c)
+        bill.prompt_tokens += p
+        bill.completion_tokens += c
+        bill.cost_usd += quote.usd
+        bill.cost_known = bill.cost_known and quote.known
+
+    def _estimate_tokens(self, request: LLMRequest, model: str) -> int:
+        from pipeline.llm.tokens import count_messages
+
+        return count_messages(request.messages, model) + (request.max_tokens or 0)
+
+    def _redact(self, text: str) -> str:
+        secret = self._api_key.get_secret_value() if self._api_key else ""
+        if secret:
+            text = text.replace(secret, "***")
+        return text[:_QUOTED_MAX]
+
+    def _payload(self, request: LLMRequest, model: str) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "temperature": request.temperature,
+        }
+        if request.max_tokens is not None:
+            payload["max_tokens"] = request.max_tokens
+        if request.json_mode:
+            payload["response_format"] = {"type": "json_object"}
+        return payload
+
+    def _send_once(self, request: LLMRequest, model: str) -> _Completion:
+        timeout_s = request.timeout_s or self.timeout_s
+        headers = {"Authorization": f"Bearer {self._api_key.get_secret_value()}"} if self._api_key else {}
+        where = f"{self.name}:{model}"
+        try:
+            response = self._http().post(
+                self.url,
+                json=self._payload(request, model),
+                headers=headers,
+                timeout=httpx.Timeout(timeout_s),
+            )
+        except httpx.TimeoutException as exc:
+            raise StageTimeout(
+                f"{where} timed out after {timeout_s:g}s ({type(exc).__name__})",
+                details={"timeout_s": timeout_s},
+            ) from exc
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise InternalError(f"{where}: invalid provider URL ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"{where}: connection failed ({type(exc).__name__})") from exc
+        log.debug("%s -> HTTP %d", where, response.status_code)
+        if response.status_code != 200:
+            raise self._http_error(response, where)
+        return self._parse(response, request, model, where)
+
+    def _http_error(self, response: httpx.Response, where: str) -> ConveyorError:
+        status = response.status_code
+        code, message = _error_info(response)
+        quoted = self._redact(message)
+        details: dict[str, object] = {"status": status, "code": code}
+        if status == 429 and code != "insufficient_quota":
+            retry_after = parse_retry_after(response.headers)
+            return RateLimited(
+                f"{where}: HTTP 429 rate limited (retry after {retry_after}s) {quoted}".rstrip(),
+                retry_after=retry_after,
+                details=details,
+            )
+        if status in (408, 409) or status >= 500:
+            return ProviderUnavailable(f"{where}: HTTP {status} {quoted}".rstrip(), details=details)
+        if 400 <= status < 500 and (code in _OVERFLOW_CODES or _OVERFLOW_TEXT.search(message or "")):
+            return ContextOverflow(f"{where}: context window exceeded: {quoted}", details=details)
+        if 400 <= status < 500:
+            return ProviderRejected(f"{where}: HTTP {status} {quoted}".rstrip(), details=details)
+        return ProviderUnavailable(f"{where}: unexpected HTTP {status}", details=details)
+
+    def _parse(self, response: httpx.Response, request: LLMRequest, model: str, where: str) -> _Completion:
+        try:
+            body = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ProviderUnavailable(f"{where}: malformed JSON body", details={"malformed": True}) from exc
+        choices = body.get("choices") if isinstance(body, dict) else None
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(choice, dict) or not isinstance(message, dict):
+            raise ProviderUnavailable(f"{where}: response without choices[0].message", details={"malformed": True})
+        finish = str(choice.get("finish_reason") or "stop")
+        content = message.get("content")
+        usage = body.get("usage")
+        reported_p = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        reported_c = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        estimated = not (isinstance(reported_p, int) and isinstance(reported_c, int))
+        if isinstance(reported_p, int) and isinstance(reported_c, int):
+            prompt_tokens, completion_tokens = reported_p, reported_c
+        else:
+            from pipeline.llm.tokens import count_messages, count_tokens
+
+            prompt_tokens = count_messages(request.messages, model)
+            completion_tokens = count_tokens(content if isinstance(content, str) else "", model)
+        reported = str(body.get("model") or model)
+        refusal = message.get("refusal")
+        if refusal or finish == "content_filter":
+            raise ProviderRejected(
+                f"{where}: model refused ({'refusal' if refusal else 'content_filter'})",
+                details={
+                    "refusal": self._redact(str(refusal)) if refusal else "content_filter",
+                    "finish_reason": finish,
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                },
+            )
+        if not isinstance(content, str):
+            raise ProviderUnavailable(f"{where}: message has no text content", details={"malformed": True})
+        return _Completion(content, finish, prompt_tokens, completion_tokens, estimated, reported)
+
+
+def _error_info(response: httpx.Response) -> tuple[str | None, str]:
+    """(code, message) from an OpenAI-style error body; tolerant of plain-text bodies."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, response.text[:_QUOTED_MAX]
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = error.get("code") or error.get("type")
+        return (str(code) if code else None), str(error.get("message") or "")
+    if isinstance(error, str):
+        return None, error
+    return None, str(body)[:_QUOTED_MAX]

@@ -1,0 +1,130 @@
+"""The per-call retry layer: the only retry loop under a stage, owned by tenacity.
+
+Layers and their product (documented here, tested in tests/unit/test_llm_retry.py):
+
+    upstream calls per job <= per_call_attempts x stage_attempts x models
+
+* ``per_call_attempts`` = ``RetryPolicy.max_attempts`` (this module; httpx itself is
+  built with ``retries=0`` so nothing retries underneath);
+* ``stage_attempts`` = Celery ``max_retries + 1`` of the generate task;
+* ``models`` = entries in the FallbackProvider chain (1 without fallback).
+
+Only ``RetryableError`` is retried. The wait before attempt n+1 is "full jitter"
+(uniform in [0, min(backoff_max_s, backoff_base_s * 2**(n-1))]) so that workers that
+failed together do not retry together. When the upstream said ``Retry-After`` the wait
+is ``max(retry_after, jittered backoff)``, never more than ``retry_after_cap_s``: a
+server that asks for a longer pause than the cap gets no retry from this layer - the
+error goes up with its ``retry_after`` so the stage can be re-queued with that countdown
+instead of pinning a worker in ``sleep``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import tenacity
+
+from pipeline.errors import InvalidInput, RetryableError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
+    retry_after_cap_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise InvalidInput("max_attempts must be >= 1")
+        if min(self.backoff_base_s, self.backoff_max_s, self.retry_after_cap_s) < 0:
+            raise InvalidInput("backoff and cap must be >= 0")
+
+    def backoff_ceiling_s(self, attempt: int) -> float:
+        """Upper bound of the jittered wait after failed attempt number ``attempt`` (1-based)."""
+        return min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+
+    def wait_s(self, attempt: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
+        """Seconds to sleep after failed attempt ``attempt``; honours Retry-After, capped."""
+        wait = rng() * self.backoff_ceiling_s(attempt)
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        return min(wait, self.retry_after_cap_s)
+
+    def gives_up_on(self, exc: BaseException) -> bool:
+        """True when ``exc`` asks for a pause longer than this layer may sleep."""
+        retry_after = getattr(exc, "retry_after", None)
+        return retry_after is not None and retry_after > self.retry_after_cap_s
+
+    def max_sleep_s(self) -> float:
+        """Worst-case total sleep of one call: every gap can be a capped Retry-After."""
+        return (self.max_attempts - 1) * self.retry_after_cap_s
+
+
+@dataclass(frozen=True)
+class RetryBudget:
+    """The product of the retry layers, so it can be stated and asserted in one place."""
+
+    per_call_attempts: int
+    stage_attempts: int = 1
+    models: int = 1
+
+    @property
+    def max_upstream_calls(self) -> int:
+        return self.per_call_attempts * self.stage_attempts * self.models
+
+
+def max_upstream_calls(per_call_attempts: int, stage_attempts: int = 1, models: int = 1) -> int:
+    """Upper bound of HTTP calls one job can cause: attempts x stage attempts x models."""
+    return RetryBudget(per_call_attempts, stage_attempts, models).max_upstream_calls
+
+
+def call_with_retry(
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: Callable[[], float] = random.random,
+    describe: str = "llm call",
+) -> T:
+    """Run ``fn`` until it succeeds, raises a non-retryable error, or the policy says stop.
+
+    The last exception is re-raised unchanged (no tenacity.RetryError leaks out).
+    """
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return policy.wait_s(state.attempt_number, getattr(exc, "retry_after", None), rng)
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        return state.attempt_number >= policy.max_attempts or (exc is not None and policy.gives_up_on(exc))
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "%s failed (attempt %d/%d, %s), retrying in %.2fs",
+            describe,
+            state.attempt_number,
+            policy.max_attempts,
+            getattr(exc, "failure_class", type(exc).__name__),
+            state.upcoming_sleep,
+        )
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(RetryableError),
+        stop=stop,
+        wait=wait,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return retrying(fn)

@@ -1,0 +1,151 @@
+"""The generate stage with a real LLM behind an OpenAI-compatible endpoint.
+
+Builds the versioned prompt, calls the provider (which owns per-call retries, the shared
+rate limit, the response cache and fallbacks), parses the JSON into the intent's schema
+and, if it does not validate, re-asks once with the validation errors. Tokens, calls and
+cost add up across the first answer and the repair.
+
+Upper bound on upstream HTTP calls for one job:
+  llm_max_attempts x (1 + len(llm_fallback_models)) x 2 (one repair) x (stage_max_retries + 1)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from pipeline.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMResponse
+from pipeline.llm.tokens import count_tokens
+from pipeline.prompts import build_messages, repair_message
+from pipeline.validators import output_schema
+from schemas import Completion, RetrievalResult, Usage
+
+if TYPE_CHECKING:
+    from pipeline.resources import Resources
+
+PROVIDER = "openai-compatible"
+
+
+def parse_structured(intent: Any, text: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """The validated output, or None and the reasons it is not valid."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, [f"not valid JSON: {exc.msg} at position {exc.pos}"]
+    try:
+        return output_schema(intent).model_validate(raw).model_dump(), []
+    except ValidationError as exc:
+        return None, [f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in exc.errors()]
+
+
+class LLMGenerator:
+    def __init__(
+        self,
+        provider: LLMProvider,
+        *,
+        model: str,
+        max_tokens: int,
+        temperature: float,
+        context_token_budget: int,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.context_token_budget = context_token_budget
+
+    def _ask(self, messages: list[ChatMessage], msg: RetrievalResult, version: str) -> LLMResponse:
+        params = msg.request.params
+        return self.provider.complete(
+            LLMRequest(
+                messages=messages,
+                model=params.model or self.model,
+                max_tokens=params.max_output_tokens or self.max_tokens,
+                temperature=self.temperature if params.temperature is None else params.temperature,
+                json_mode=True,
+                prompt_version=version,
+                use_cache=params.use_cache,
+            )
+        )
+
+    def generate(self, msg: RetrievalResult) -> Completion:
+        model = msg.request.params.model or self.model
+        messages, template = build_messages(
+            msg.intent,
+            msg.request.text,
+            msg.chunks,
+            budget_tokens=self.context_token_budget,
+            count_tokens=lambda text: count_tokens(text, model),
+        )
+        responses = [self._ask(messages, msg, template.version)]
+        structured, errors = (None, []) if responses[0].finish_reason == "length" else parse_structured(
+            msg.intent, responses[0].text
+        )
+        repair_reasons: list[str] = []
+        if structured is None and errors:
+            repair_reasons = errors
+            retry = [*messages, ChatMessage(role="assistant", content=responses[0].text), repair_message(errors)]
+            responses.append(self._ask(retry, msg, template.version))
+            if responses[-1].finish_reason != "length":
+                structured, _ = parse_structured(msg.intent, responses[-1].text)
+        last = responses[-1]
+        return Completion(
+            text=last.text,
+            structured=structured,
+            provider=PROVIDER,
+            model=last.model,
+            prompt_version=template.version,
+            finish_reason=last.finish_reason,
+            usage=Usage(
+                prompt_tokens=sum(r.prompt_tokens for r in responses),
+                completion_tokens=sum(r.completion_tokens for r in responses),
+            ),
+            cost_usd=round(sum(r.cost_usd for r in responses), 8),
+            llm_calls=sum(r.calls for r in responses),
+            cached=all(r.cached for r in responses),
+            repair_reasons=repair_reasons,
+        )
+
+
+def build_llm_generator(res: Resources) -> LLMGenerator:
+    """Wire provider, shared rate limiter (Redis when there is one), cache and fallbacks."""
+    from pipeline.llm.cache import MemoryResponseCache, ResponseCache
+    from pipeline.llm.fallback import FallbackProvider
+    from pipeline.llm.openai_compat import OpenAICompatProvider
+    from pipeline.llm.ratelimit import LocalRateLimiter, SharedRateLimiter
+
+    s = res.settings
+    assert s.llm_base_url is not None
+    redis_client = res.redis
+    limiter: Any = None
+    if s.llm_rpm or s.llm_tpm:
+        if redis_client is not None:
+            limiter = SharedRateLimiter(redis_client, f"conveyor:ratelimit:{s.llm_base_url}", s.llm_rpm, s.llm_tpm)
+        else:
+            limiter = LocalRateLimiter(s.llm_rpm, s.llm_tpm)
+    cache: Any = None
+    if s.llm_cache_ttl_s > 0:
+        cache = ResponseCache(redis_client, ttl_s=s.llm_cache_ttl_s) if redis_client is not None else (
+            MemoryResponseCache(ttl_s=s.llm_cache_ttl_s)
+        )
+    primary = OpenAICompatProvider(
+        s.llm_base_url,
+        s.llm_api_key,
+        default_model=s.llm_model,
+        timeout_s=s.llm_timeout_s,
+        max_attempts=s.llm_max_attempts,
+        rate_limiter=limiter,
+        cache=cache,
+    )
+    provider: LLMProvider = primary
+    if s.llm_fallback_models:
+        provider = FallbackProvider([(primary, m) for m in [s.llm_model, *s.llm_fallback_models]])
+    return LLMGenerator(
+        provider,
+        model=s.llm_model,
+        max_tokens=s.llm_max_tokens,
+        temperature=s.llm_temperature,
+        context_token_budget=s.context_token_budget,
+    )
