@@ -87,9 +87,8 @@ def build_messages(
     count_tokens: Callable[[str], int],
 ) -> tuple[list[ChatMessage], PromptTemplate]:
     template = TEMPLATES[intent]
-    context = "\n\n".join(
-        f"[chunk:{c.chunk_id}] ({c.doc_id} / {c.section})\n{c.text}" for c in fit_chunks(chunks, budget_tokens, count_tokens)
-    )
+    kept = fit_chunks(chunks, budget_tokens, count_tokens)
+    context = "\n\n".join(f"[chunk:{c.chunk_id}] ({c.doc_id} / {c.section})\n{c.text}" for c in kept)
     user = (
         f"Context chunks:\n{context or '(none)'}\n\n"
         f"Request: {request_text or 'Summarize the document.'}\n\n"

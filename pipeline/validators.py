@@ -82,7 +82,8 @@ def check_citations(msg: GenerationResult, output: Output) -> tuple[CheckResult,
     kept = [c for c in cited if c in retrieved]
     reasons = [f"removed citation to unretrieved chunk {c}" for c in invalid[:5]]
     score = len(kept) / len(cited)
-    return CheckResult(name="citations", verdict="repaired", reasons=reasons, score=score), {**output, "citations": kept}
+    repaired = {**output, "citations": kept}
+    return CheckResult(name="citations", verdict="repaired", reasons=reasons, score=score), repaired
 
 
 def make_grounding_check(policy: GuardPolicy) -> Validator:

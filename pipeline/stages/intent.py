@@ -43,5 +43,7 @@ def screen_request(request: JobRequest, policy: GuardPolicy) -> list[str]:
         return []
     reasons = [f"request injection ({found.score:.2f}): {r}" for r in found.reasons[:3]]
     if policy.injection == "block":
-        raise GuardrailBlocked("request blocked: it carries instructions aimed at the model", details={"reasons": reasons})
+        raise GuardrailBlocked(
+            "request blocked: it carries instructions aimed at the model", details={"reasons": reasons}
+        )
     return reasons
