@@ -47,6 +47,12 @@ class Chunk:
     content_hash: str
 
 
+def chunk_body(text: str) -> str:
+    """A chunk's text without its ``title | section`` header line (what the document says)."""
+    header, sep, body = text.partition("\n")
+    return body if sep else header
+
+
 def chunk_id_for(doc_id: str, content_hash: str, position: int) -> str:
     """uuid5 of (doc_id, content hash, position): same input, same id, on every machine."""
     return str(uuid.uuid5(CHUNK_NAMESPACE, f"{doc_id}\x1f{content_hash}\x1f{position}"))

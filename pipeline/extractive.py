@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pipeline.chunking import chunk_body
 from pipeline.embeddings import Embedder
 from pipeline.text import split_sentences
 from schemas import Answer, Completion, ContextChunk, ContractSummary, Intent, RetrievalResult
@@ -45,16 +46,21 @@ def _party_name(raw: str) -> str:
     return name.strip(" ,;\"'").replace("\n", " ")
 
 
+_CLAUSE_NUMBER = re.compile(r"^\s*(?:\d+(?:\.\d+)*[a-z]?\.?|\([a-z0-9]+\))\s+")
+
+
 def _sentences(chunks: Sequence[ContextChunk]) -> list[tuple[str, ContextChunk]]:
+    """Sentences of the chunks' bodies (no header line, no leading clause numbers), deduplicated."""
     seen: set[str] = set()
     out = []
     for chunk in chunks:
-        for sentence in split_sentences(chunk.text):
+        for raw in split_sentences(chunk_body(chunk.text)):
+            sentence = _CLAUSE_NUMBER.sub("", " ".join(raw.split()))
             key = sentence.lower()
-            if len(sentence) < 25 or key in seen or sentence.lstrip().startswith("#"):
+            if len(sentence) < 25 or key in seen or sentence.startswith("#"):
                 continue
             seen.add(key)
-            out.append((sentence.strip(), chunk))
+            out.append((sentence, chunk))
     return out
 
 

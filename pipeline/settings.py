@@ -57,34 +57,38 @@ class Settings(BaseSettings):
     results_log: Path | None = Field(
         default=None, description="JSONL log of every job record. Default: <data_dir>/records.jsonl."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="worker log level")
 
     # --- vector store and embeddings --------------------------------------------------
     qdrant_url: str | None = Field(default=None, description="Qdrant server. Unset = local mode under data_dir.")
-    qdrant_api_key: SecretStr | None = None
-    qdrant_collection: str = "conveyor_chunks"
-    embedding_provider: Literal["onnx-minilm", "openai"] = "onnx-minilm"
+    qdrant_api_key: SecretStr | None = Field(default=None, description="API key of the Qdrant server")
+    qdrant_collection: str = Field(default="conveyor_chunks", description="collection holding all chunks")
+    embedding_provider: Literal["onnx-minilm", "openai"] = Field(
+        default="onnx-minilm", description="onnx-minilm: offline int8 all-MiniLM-L6-v2; openai: the URL below"
+    )
     embedding_url: str | None = Field(default=None, description="OpenAI-compatible /v1/embeddings base URL")
-    embedding_api_key: SecretStr | None = None
-    embedding_model: str = "text-embedding-3-small"
-    embedding_dim: int = Field(default=384, ge=8)
+    embedding_api_key: SecretStr | None = Field(default=None, description="key for the embeddings endpoint")
+    embedding_model: str = Field(default="text-embedding-3-small", description="model name for the endpoint")
+    embedding_dim: int = Field(default=384, ge=8, description="vector size of the endpoint's model")
 
     # --- intent and retrieval ---------------------------------------------------------
     intent_threshold: float = Field(default=0.30, ge=0.0, le=1.0, description="below this -> 'other'")
-    retrieve_top_k: int = Field(default=5, ge=1, le=50)
-    retrieve_score_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    retrieve_top_k: int = Field(default=5, ge=1, le=50, description="chunks for question/extract/risk")
+    retrieve_score_threshold: float | None = Field(
+        default=None, ge=-1.0, le=1.0, description="drop hits below this cosine score"
+    )
     context_token_budget: int = Field(default=1800, ge=100, description="tokens of retrieved context per prompt")
-    chunk_max_tokens: int = Field(default=220, ge=32, le=512)
-    chunk_overlap_tokens: int = Field(default=40, ge=0)
+    chunk_max_tokens: int = Field(default=220, ge=32, le=512, description="chunk size at ingest (MiniLM tokens)")
+    chunk_overlap_tokens: int = Field(default=40, ge=0, description="overlap inside long sections")
 
     # --- LLM --------------------------------------------------------------------------
     llm_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL. Unset = extractive.")
-    llm_api_key: SecretStr | None = None
-    llm_model: str = "gpt-4o-mini"
+    llm_api_key: SecretStr | None = Field(default=None, description="bearer key for the LLM endpoint")
+    llm_model: str = Field(default="gpt-4o-mini", description="primary model")
     llm_fallback_models: list[str] = Field(default_factory=list, description="JSON list, tried in order")
-    llm_timeout_s: float = Field(default=60.0, gt=0)
-    llm_max_tokens: int = Field(default=700, ge=16)
-    llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    llm_timeout_s: float = Field(default=60.0, gt=0, description="per HTTP call")
+    llm_max_tokens: int = Field(default=700, ge=16, description="completion tokens per call")
+    llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="sampling temperature")
     llm_max_attempts: int = Field(default=3, ge=1, le=10, description="HTTP attempts per call (tenacity)")
     llm_rpm: int | None = Field(default=None, ge=1, description="shared requests/minute limit")
     llm_tpm: int | None = Field(default=None, ge=1, description="shared tokens/minute limit")
@@ -92,10 +96,10 @@ class Settings(BaseSettings):
 
     # --- reliability ------------------------------------------------------------------
     stage_max_retries: int = Field(default=4, ge=0, le=20, description="Celery retries per stage")
-    retry_backoff_base_s: float = Field(default=1.0, gt=0)
-    retry_backoff_max_s: float = Field(default=60.0, gt=0)
-    task_soft_time_limit_s: int = Field(default=240, ge=1)
-    task_time_limit_s: int = Field(default=300, ge=1)
+    retry_backoff_base_s: float = Field(default=1.0, gt=0, description="stage retry backoff base (x2 per try)")
+    retry_backoff_max_s: float = Field(default=60.0, gt=0, description="stage retry backoff cap")
+    task_soft_time_limit_s: int = Field(default=240, ge=1, description="prefork pool: StageTimeout raised")
+    task_time_limit_s: int = Field(default=300, ge=1, description="prefork pool: task killed")
     visibility_timeout_s: int = Field(
         default=3600, ge=60, description="Redis redelivery timeout; must exceed time limit + max backoff"
     )
@@ -108,8 +112,8 @@ class Settings(BaseSettings):
     )
 
     # --- observability and security ---------------------------------------------------
-    sentry_dsn: SecretStr | None = None
-    sentry_environment: str = "development"
+    sentry_dsn: SecretStr | None = Field(default=None, description="enables Sentry in every worker process")
+    sentry_environment: str = Field(default="development", description="Sentry environment tag")
     flower_basic_auth: SecretStr | None = Field(default=None, description="user:password for Flower")
 
     @model_validator(mode="after")

@@ -259,6 +259,34 @@ def classify(text: str, as_json: bool) -> None:
     click.echo(json.dumps(payload) if as_json else f"{payload['intent']} ({payload['confidence']:.2f})")
 
 
+# --- guardrails -------------------------------------------------------------------------------
+@main.group()
+def guard() -> None:
+    """Guardrail tools for operators."""
+
+
+@guard.command("scan")
+@click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def guard_scan(source: Any, as_json: bool) -> None:
+    """Check a document (FILE or - for stdin) for injected instructions and PII before ingesting it.
+
+    Exit status 1 when an injection is found, so it can gate an ingest script.
+    """
+    from pipeline.guard import scan_text
+
+    report = scan_text(source.read())
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        click.echo(f"injection: {report['injection']} (score {report['injection_score']:.2f})")
+        click.echo(f"pii: {len(report['pii'])} match(es): " + ", ".join(sorted({p['type'] for p in report['pii']})))
+        for reason in report["reasons"]:
+            click.echo(f"  - {reason}")
+    if report["injection"]:
+        sys.exit(1)
+
+
 # --- dead letters -----------------------------------------------------------------------------
 @main.group()
 def dlq() -> None:

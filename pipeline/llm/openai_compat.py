@@ -254,9 +254,15 @@ class OpenAICompatProvider:
         bill.cost_known = bill.cost_known and quote.known
 
     def _estimate_tokens(self, request: LLMRequest, model: str) -> int:
-        from pipeline.llm.tokens import count_messages
+        """Budget for the rate limiter: prompt tokens plus the completion the request allows."""
+        try:
+            from pipeline.llm.tokens import count_messages
 
-        return count_messages(request.messages, model) + (request.max_tokens or 0)
+            prompt = count_messages(request.messages, model)
+        except Exception:  # an estimate must never fail the call: fall back to ~4 characters a token
+            log.warning("token count failed for %s; using a character estimate", model, exc_info=True)
+            prompt = sum(len(m.content) for m in request.messages) // 4 + 3 * len(request.messages) + 3
+        return prompt + (request.max_tokens or 0)
 
     def _redact(self, text: str) -> str:
         secret = self._api_key.get_secret_value() if self._api_key else ""

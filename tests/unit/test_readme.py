@@ -1,0 +1,20 @@
+"""The README stays true: its first commands, its settings table, its stage names."""
+
+from __future__ import annotations
+
+from pipeline.settings import ENV_PREFIX, Settings
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_opens_with_the_main_job_and_the_test_command() -> None:
+    first_block = README.split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
+    assert lines == ["bash scripts/bootstrap.sh && .venv/bin/conveyor demo", "bash scripts/test.sh"]
+    assert "bash scripts/test.sh" in (REPO / ".ci" / "run").read_text()
+
+
+def test_every_setting_is_documented() -> None:
+    missing = [ENV_PREFIX + name.upper() for name in Settings.model_fields if f"`{ENV_PREFIX}{name.upper()}`" not in README]
+    assert not missing, f"add to the README's configuration table (scripts/settings_table.py): {missing}"
