@@ -56,6 +56,9 @@ class LLMGenerator:
         self.temperature = temperature
         self.context_token_budget = context_token_budget
 
+    def close(self) -> None:
+        self.provider.close()
+
     def _ask(self, messages: list[ChatMessage], msg: RetrievalResult, version: str) -> LLMResponse:
         params = msg.request.params
         return self.provider.complete(
@@ -136,6 +139,8 @@ def build_llm_generator(res: Resources) -> LLMGenerator:
         default_model=s.llm_model,
         timeout_s=s.llm_timeout_s,
         max_attempts=s.llm_max_attempts,
+        backoff_base_s=s.llm_backoff_base_s,
+        backoff_max_s=s.llm_backoff_max_s,
         rate_limiter=limiter,
         cache=cache,
     )

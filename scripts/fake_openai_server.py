@@ -30,6 +30,8 @@ Scripted faults are consumed one per chat request, in order, after the rpm check
     refusal             message.refusal set, content null
     content_filter      finish_reason "content_filter"
     context_overflow    400 context_length_exceeded
+    bad_json            200, but the content is prose around the JSON (not parseable)
+    bad_schema          200, valid JSON of the wrong shape (for the one-repair path)
 
 Without a script: ``rpm`` enforces a real sliding window over the server's own clock
 (429 with ``Retry-After`` in whole seconds and ``retry-after-ms``), ``fail_rate`` injects
@@ -74,6 +76,8 @@ _FAULT_NAMES = {
     "refusal",
     "content_filter",
     "context_overflow",
+    "bad_json",
+    "bad_schema",
 }
 _CHUNK_ID = re.compile(r"\[chunk:([A-Za-z0-9_.:\-]+)\]")
 _SENTENCE = re.compile(r"(.+?[.!?])(?=\s|$)", re.DOTALL)
@@ -168,6 +172,15 @@ def summary_object(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "risks": [s[:200] for s in sentences if _RISKY.search(s)][:3],
         "citations": chunk_ids[:5],
     }
+
+
+def json_answer(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """JSON mode: an ``Answer`` when the prompt asks for an 'answer' field, else a summary."""
+    users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
+    if users and '"answer":' in users[0]:
+        summary = summary_object(messages)
+        return {"answer": summary["summary"], "citations": summary["citations"][:1]}
+    return summary_object(messages)
 
 
 def text_answer(messages: Sequence[dict[str, Any]]) -> str:
@@ -533,7 +546,11 @@ class _Handler(BaseHTTPRequestHandler):
         fmt = body.get("response_format")
         json_mode = isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or fake.default_max_tokens)
-        text = json.dumps(summary_object(messages)) if json_mode else text_answer(messages)
+        text = json.dumps(json_answer(messages)) if json_mode else text_answer(messages)
+        if fault == "bad_json":  # the model chatters around its JSON: not parseable as a whole
+            text = "Sure! Here is the JSON you asked for:\n" + text
+        elif fault == "bad_schema":  # parseable, but not the requested shape
+            text = json.dumps({"result": "see above"})
         finish = "stop"
         tokens = fake.tokens.count(text)
         if fault == "length" or tokens > max_tokens:
@@ -569,7 +586,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
             }
-        if fault in ("ok", "no_usage", "length") and finish != "content_filter":
+        if fault in ("ok", "no_usage", "length", "bad_json", "bad_schema") and finish != "content_filter":
             fake._count("ok")
         fake._log("/v1/chat/completions", model, 200, None if fault == "ok" else fault)
         self._send(200, payload)
