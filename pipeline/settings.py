@@ -160,6 +160,14 @@ class Settings(BaseSettings):
         return self.results_log or self.data_dir / "records.jsonl"
 
 
+#: settings that are secrets: never in a ConfigMap, a compose file, a log or a task argument.
+SECRET_SETTINGS = frozenset(
+    ENV_PREFIX + name.upper()
+    for name, field in Settings.model_fields.items()
+    if "SecretStr" in repr(field.annotation)
+)
+
+
 def _unknown_variables(environ: dict[str, str]) -> list[str]:
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     messages = []

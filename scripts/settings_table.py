@@ -18,7 +18,8 @@ def rows() -> list[str]:
             default = "see GuardPolicy"
         shown = "—" if default is None or default == [] or default == {} else f"`{default}`"
         secret = " (secret)" if "SecretStr" in repr(field.annotation) else ""
-        out.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {(field.description or '').replace('|', '/')}{secret} |")
+        meaning = (field.description or "").replace("|", "/") + secret
+        out.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {meaning} |")
     return out
 
 

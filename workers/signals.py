@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_init, worker_process_init
 
 from pipeline.settings import Settings
 from workers.runtime import forget_inherited_resources
@@ -84,3 +84,15 @@ def _on_worker_process_init(sender: Any = None, **_: Any) -> None:
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     # threads and solo pools run tasks in this process: set it up here
     init_process(_settings_of(sender))
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _on_logging_setup(logger: logging.Logger | None = None, **_: Any) -> None:
+    # Celery configures its handlers after worker_init: scrub those too
+    from pipeline.guard.pii import PiiRedactingFilter
+
+    install_log_scrubbing()
+    for handler in getattr(logger, "handlers", []):
+        if not any(isinstance(f, PiiRedactingFilter) for f in handler.filters):
+            handler.addFilter(PiiRedactingFilter())
