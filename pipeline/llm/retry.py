@@ -29,6 +29,7 @@ from typing import TypeVar
 
 import tenacity
 
+from pipeline.backoff import backoff_delay
 from pipeline.errors import InvalidInput, RetryableError
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,14 @@ class RetryPolicy:
 
     def wait_s(self, attempt: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
         """Seconds to sleep after failed attempt ``attempt``; honours Retry-After, capped."""
-        wait = rng() * self.backoff_ceiling_s(attempt)
-        if retry_after is not None:
-            wait = max(wait, retry_after)
-        return min(wait, self.retry_after_cap_s)
+        return backoff_delay(
+            attempt - 1,
+            base_s=self.backoff_base_s,
+            cap_s=self.backoff_max_s,
+            retry_after_s=retry_after,
+            wait_cap_s=self.retry_after_cap_s,
+            rand=rng,
+        )
 
     def gives_up_on(self, exc: BaseException) -> bool:
         """True when ``exc`` asks for a pause longer than this layer may sleep."""
