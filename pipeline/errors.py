@@ -8,7 +8,8 @@ so that the Celery side only has to ask one question: retry, or dead-letter?
     ├── RetryableError                 Celery retries these (capped backoff + jitter)
     │   ├── RateLimited                 429 / shared limiter says wait; carries retry_after
     │   ├── ProviderUnavailable         5xx, connection refused/reset, store unreachable
-    │   └── StageTimeout                upstream call or stage exceeded its time budget
+    │   ├── StageTimeout                upstream call or stage exceeded its time budget
+    │   └── Interrupted                 the embedded worker stopped before the job finished
     └── PermanentError                 straight to the dead-letter store, never retried
         ├── InvalidInput                the request itself is wrong (schema, size, unknown doc)
         ├── ProviderRejected            4xx other than 408/409/429, refusal, context overflow
@@ -64,6 +65,10 @@ class ProviderUnavailable(RetryableError):
 
 class StageTimeout(RetryableError):
     failure_class = "timeout"
+
+
+class Interrupted(RetryableError):
+    failure_class = "interrupted"
 
 
 class PermanentError(ConveyorError):

@@ -51,13 +51,16 @@ def parse_request(request: JobRequest | dict[str, Any] | str) -> JobRequest:
 
 
 class ConveyorClient:
-    def __init__(self, app: Celery | None = None, state: StateStore | None = None) -> None:
+    def __init__(self, app: Celery | None = None, state: StateStore | None = None, *, track: bool = False) -> None:
         if app is None:
             from workers.app import app as default_app
 
             app = default_app
         self.app = app
         self._state = state
+        #: with ``track``, requests submitted through this client, so that an embedded runtime
+        #: can dead-letter the ones still in flight when it stops (nothing is silently lost).
+        self.submitted: dict[str, dict[str, Any]] | None = {} if track else None
 
     @property
     def state(self) -> StateStore:
@@ -77,8 +80,20 @@ class ConveyorClient:
         self.state.set_status(JobStatus(job_id=req.job_id, state="queued", stage="intent"))
         if req.batch_id:
             self.state.batch_incr(req.batch_id, "submitted")
-        send_job(self.app, req.model_dump(mode="json"))
+        payload = req.model_dump(mode="json")
+        if self.submitted is not None:
+            self.submitted[req.job_id] = payload
+        send_job(self.app, payload)
         return req.job_id
+
+    def unfinished(self) -> list[str]:
+        """Tracked jobs that have neither a record nor a dead letter yet."""
+        pending = []
+        for job_id in self.submitted or {}:
+            status = self.state.get_status(job_id)
+            if status is None or status.state not in ("succeeded", "failed"):
+                pending.append(job_id)
+        return pending
 
     def status(self, job_id: str) -> JobStatus:
         status = self.state.get_status(job_id)

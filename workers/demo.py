@@ -89,6 +89,11 @@ def run_demo(
                 errors_fh.write(json.dumps(letter) + "\n")
                 echo(f"[{n}/{len(jobs)}] FAILED {job_id}: {exc}")
                 continue
+            except TimeoutError as exc:
+                # not lost: the job keeps running; `conveyor status/result JOB_ID` follows it up
+                outcome.failed.append({"job_id": job_id, "error": str(exc)})
+                echo(f"[{n}/{len(jobs)}] NOT DONE {job_id}: {exc}")
+                continue
             outcome.records.append(record)
             results_fh.write(record.model_dump_json() + "\n")
             results_fh.flush()

@@ -14,10 +14,12 @@ from types import TracebackType
 
 from celery.worker import WorkController
 
+from pipeline.errors import Interrupted
 from pipeline.resources import Resources
 from pipeline.settings import Settings
 from workers.app import QUEUES, create_app
 from workers.client import ConveyorClient
+from workers.deadletters import write_dead_letter
 from workers.runtime import release_resources, resources_for
 from workers.signals import init_process
 
@@ -47,7 +49,7 @@ class EmbeddedRuntime:
         self._start_timeout_s = start_timeout_s
         self._worker: _ReadyWorkController | None = None
         self._thread: threading.Thread | None = None
-        self.client = ConveyorClient(self.app)
+        self.client = ConveyorClient(self.app, track=True)
 
     @property
     def resources(self) -> Resources:
@@ -78,12 +80,28 @@ class EmbeddedRuntime:
         return self
 
     def stop(self) -> None:
+        """Warm shutdown: running tasks finish; jobs still queued in memory become dead letters."""
         if self._worker is not None:
             self._worker.stop(in_sighandler=False, exitcode=0)
         if self._thread is not None:
             self._thread.join(timeout=30)
         self._worker = self._thread = None
+        self._dead_letter_unfinished()
         release_resources(self.app)
+
+    def _dead_letter_unfinished(self) -> None:
+        """The memory transport dies with this process: keep every unfinished job replayable."""
+        submitted = self.client.submitted or {}
+        for job_id in self.client.unfinished():
+            write_dead_letter(
+                self.resources.state,
+                stage="intent",
+                payload=submitted[job_id],
+                error=Interrupted("the embedded worker stopped before the job finished; replay it"),
+                attempts=1,
+                retries_exhausted=False,
+            )
+            log.warning("job %s was still in flight at shutdown: dead-lettered as interrupted", job_id)
 
     def __enter__(self) -> EmbeddedRuntime:
         return self.start()

@@ -1,0 +1,38 @@
+"""Embedded mode keeps nothing only in memory: jobs in flight at shutdown become dead letters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.ingest import ingest_paths
+from pipeline.settings import load_settings
+from schemas import JobRequest
+from workers.cli import sample_contracts
+from workers.deadletters import replay_dead_letter
+from workers.embedded import EmbeddedRuntime
+
+pytestmark = pytest.mark.e2e
+
+
+def test_stopping_with_jobs_in_flight_dead_letters_them_and_replay_finishes_them(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", worker_concurrency=1)
+    doc = sample_contracts()[0]
+    with EmbeddedRuntime(settings) as rt:
+        ingest_paths([doc], tenant="t", store=rt.resources.vector_store, embedder=rt.resources.embedder)
+        job_ids = [rt.client.submit(JobRequest(text=f"Summarize this contract ({i}).", document_id=doc.stem,
+                                               tenant="t")) for i in range(12)]
+    # the runtime has stopped: every job either finished or is a replayable dead letter
+    with EmbeddedRuntime(settings) as rt:
+        state = rt.resources.state
+        letters = {dl.job_id: dl for dl in state.list_dead_letters()}
+        finished = {j for j in job_ids if state.get_record(j) is not None}
+        assert finished | set(letters) == set(job_ids) and not finished & set(letters)
+        assert letters, "stopping right after submitting twelve jobs leaves some in flight"
+        for letter in letters.values():
+            assert (letter.failure_class, letter.stage, letter.retries_exhausted) == ("interrupted", "intent", False)
+            assert letter.request["job_id"] == letter.job_id
+            replay_dead_letter(rt.app, state, letter.dead_letter_id)
+        for job_id in letters:
+            assert rt.client.result(job_id, timeout=120).job_id == job_id
