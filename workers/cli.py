@@ -7,6 +7,7 @@ as the command needs one; distributed mode only enqueues and reads state.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import uuid
@@ -353,11 +354,14 @@ def dlq_replay(dead_letter_id: str, request_file: Any, wait: bool | None, timeou
 
 
 # --- operations -------------------------------------------------------------------------------
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--port", type=int, default=5555, show_default=True)
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 def flower(port: int, flower_args: tuple[str, ...]) -> None:
-    """Run Flower against the broker, behind basic auth (CONVEYOR_FLOWER_BASIC_AUTH=user:password)."""
+    """Run Flower against the broker, behind basic auth (CONVEYOR_FLOWER_BASIC_AUTH=user:password).
+
+    Other Flower options pass through, e.g. `conveyor flower --port 5555 --address=127.0.0.1`.
+    """
     settings = _settings()
     if settings.embedded:
         raise click.ClickException("Flower needs a broker: set CONVEYOR_BROKER_URL")
@@ -366,8 +370,9 @@ def flower(port: int, flower_args: tuple[str, ...]) -> None:
     from workers.app import create_app
 
     app = create_app(settings)
-    auth = settings.flower_basic_auth.get_secret_value()
-    app.start(["flower", f"--port={port}", f"--basic-auth={auth}", *flower_args])
+    # through Flower's environment, not argv: a command line is visible to every user in `ps`
+    os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    app.start(["flower", f"--port={port}", *flower_args])
 
 
 def new_batch_id() -> str:
