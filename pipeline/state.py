@@ -41,6 +41,9 @@ class StateStore(ABC):
         """Store value unless key exists; return the existing value or None if stored."""
 
     @abstractmethod
+    def _delete(self, ns: str, key: str) -> None: ...
+
+    @abstractmethod
     def _newest(self, ns: str, limit: int) -> list[str]:
         """Values of an indexed namespace, newest first."""
 
@@ -61,6 +64,10 @@ class StateStore(ABC):
     def claim_idempotency_key(self, tenant: str, key: str, job_id: str) -> str | None:
         """First claimant wins; returns the earlier job_id when this key was already used."""
         return self._put_if_absent(_IDEM, f"{tenant}:{key}", job_id)
+
+    def release_idempotency_key(self, tenant: str, key: str) -> None:
+        """Undo a claim whose job could not be enqueued, so a resubmission is not swallowed."""
+        self._delete(_IDEM, f"{tenant}:{key}")
 
     def set_status(self, status: JobStatus) -> None:
         self._put(_STATUS, status.job_id, status.model_dump_json())
@@ -140,6 +147,9 @@ class RedisStateStore(StateStore):
         existing: str | None = self._call(self._r.get, self._k(ns, key))
         return existing
 
+    def _delete(self, ns: str, key: str) -> None:
+        self._call(self._r.delete, self._k(ns, key))
+
     def _newest(self, ns: str, limit: int) -> list[str]:
         keys = self._call(self._r.zrevrange, self._k(ns, "_index"), 0, limit - 1)
         if not keys:
@@ -198,6 +208,10 @@ class SqliteStateStore(StateStore):
                 return None
             row = self._db.execute("SELECT value FROM kv WHERE ns = ? AND key = ?", (ns, key)).fetchone()
         return str(row[0])
+
+    def _delete(self, ns: str, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
 
     def _newest(self, ns: str, limit: int) -> list[str]:
         with self._lock:

@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 from pydantic import ValidationError
 
-from pipeline.errors import InvalidInput
+from pipeline.errors import InvalidInput, ProviderUnavailable
 from pipeline.state import StateStore
 from schemas import DeadLetter, JobRecord, JobRequest, JobStatus
 from workers.chain import send_job
@@ -77,13 +77,18 @@ class ConveyorClient:
         earlier = self.state.claim_idempotency_key(req.tenant, key, req.job_id)
         if earlier is not None:
             return earlier
+        # status first: a fast worker may overwrite it with "running" before send_job returns
         self.state.set_status(JobStatus(job_id=req.job_id, state="queued", stage="intent"))
+        payload = req.model_dump(mode="json")
+        try:
+            send_job(self.app, payload)
+        except Exception as exc:  # broker unreachable: nothing was enqueued, so nothing is claimed
+            self.state.release_idempotency_key(req.tenant, key)
+            raise ProviderUnavailable(f"could not enqueue job {req.job_id}: {type(exc).__name__}") from exc
         if req.batch_id:
             self.state.batch_incr(req.batch_id, "submitted")
-        payload = req.model_dump(mode="json")
         if self.submitted is not None:
             self.submitted[req.job_id] = payload
-        send_job(self.app, payload)
         return req.job_id
 
     def unfinished(self) -> list[str]:

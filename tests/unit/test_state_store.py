@@ -88,3 +88,9 @@ def test_redis_store_unreachable_is_retryable() -> None:
     s = RedisStateStore(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2))
     with pytest.raises(ProviderUnavailable, match="state store unreachable"):
         s.ping()
+
+
+def test_released_idempotency_key_can_be_claimed_again(store: StateStore) -> None:
+    assert store.claim_idempotency_key("t", "k", "job-a") is None
+    store.release_idempotency_key("t", "k")
+    assert store.claim_idempotency_key("t", "k", "job-b") is None
