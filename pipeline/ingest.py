@@ -7,6 +7,8 @@ embedding model (the expensive part).
 
 from __future__ import annotations
 
+import io
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -60,15 +62,53 @@ def read_document(path: str | Path) -> tuple[str, str]:
 
 
 def _read_pdf(path: Path) -> str:
+    """Plain text of a PDF's text layer, page by page (pypdf, offline).
+
+    Every failure is ``InvalidInput`` naming the file and what is wrong with it: not a PDF,
+    damaged, password-protected, or no text layer (a scan). pypdf's own exceptions never escape.
+    """
     try:
         from pypdf import PdfReader
+        from pypdf.errors import FileNotDecryptedError
     except ImportError:
         raise InvalidInput("pdf not supported: install pypdf") from None
     try:
-        reader = PdfReader(str(path))
-        return "\n\n".join((page.extract_text() or "").strip() for page in reader.pages).strip()
-    except Exception as exc:
-        raise InvalidInput(f"cannot read pdf {path.name}: {exc}") from exc
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+    if not raw.strip():
+        raise InvalidInput(f"cannot read pdf {path.name}: the file is empty")
+    if b"%PDF-" not in raw[:1024]:  # readers accept the header anywhere in the first 1024 bytes
+        raise InvalidInput(f"cannot read pdf {path.name}: not a PDF file (no %PDF- header)")
+    pages: list[str] = []
+    opened = False
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        opened = True
+        for page in reader.pages:
+            pages.append(_tidy_pdf_text(page.extract_text() or ""))
+    except FileNotDecryptedError as exc:
+        raise InvalidInput(f"cannot read pdf {path.name}: it is password-protected; decrypt it first") from exc
+    except Exception as exc:  # untrusted input: pypdf raises its own errors and plenty of builtin ones
+        where = f" at page {len(pages) + 1}" if opened else ""
+        raise InvalidInput(f"cannot read pdf {path.name}: damaged or truncated PDF{where} ({_reason(exc)})") from exc
+    text = "\n\n".join(page for page in pages if page).strip()
+    if not text:
+        raise InvalidInput(
+            f"pdf {path.name} has no extractable text ({len(pages)} page(s) without a text layer; "
+            "a scanned document needs OCR first)"
+        )
+    return text
+
+
+def _tidy_pdf_text(text: str) -> str:
+    """Trailing blanks off every line, no form feeds or NULs, at most one blank line in a row."""
+    lines = [line.rstrip() for line in text.replace("\x00", "").replace("\f", "\n").splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
 
 
 def iter_document_paths(paths: Iterable[str | Path]) -> Iterator[Path]:

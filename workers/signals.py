@@ -44,7 +44,6 @@ def init_sentry(settings: Settings) -> bool:
         dsn=settings.sentry_dsn.get_secret_value(),
         environment=settings.sentry_environment,
         integrations=[CeleryIntegration()],
-        send_default_pii=False,
         before_send=scrub_event,  # type: ignore[arg-type]
         max_request_body_size="never",
     )

@@ -259,7 +259,7 @@ _STANDARD_RECORD_ATTRS = frozenset(vars(logging.LogRecord("n", 0, "p", 0, "m", N
 
 
 class PiiRedactingFilter(logging.Filter):
-    """Redact PII from a record's message, args, ``extra`` strings and traceback text.
+    """Redact PII and secret-shaped strings from a record's message, args, ``extra`` and traceback.
 
     Attach to handlers (``handler.addFilter(PiiRedactingFilter())``) so that every log line,
     whichever logger emitted it, is clean before it is formatted or shipped. Never drops a record.
@@ -269,22 +269,25 @@ class PiiRedactingFilter(logging.Filter):
         super().__init__(name)
         self._types = _normalise_types(types)
 
+    def _clean(self, text: str) -> str:
+        return redact_secrets(redact(text, self._types))
+
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except (TypeError, ValueError):  # mismatched %-args: keep everything, still redacted
             message = f"{record.msg} {record.args!r}"
-        record.msg = redact(message, self._types)
+        record.msg = self._clean(message)
         record.args = ()
         for key, value in list(vars(record).items()):
             if key not in _STANDARD_RECORD_ATTRS and isinstance(value, str):
-                setattr(record, key, redact(value, self._types))
+                setattr(record, key, self._clean(value))
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text, self._types)
+            record.exc_text = self._clean(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info, self._types)
+            record.stack_info = self._clean(record.stack_info)
         return True
 
 
@@ -297,12 +300,43 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 FILTERED = "[Filtered]"
+SECRET_MARK = "[REDACTED:SECRET]"
+
+#: credentials by shape, wherever they sit in a string (an exception message, a log line, a frame
+#: variable). Secrets are not PII, so ``redact`` leaves them alone; ``scrub_event`` does not.
+_SECRET_SHAPES = re.compile(
+    r"""
+    \bsk[-_](?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{16,}        # OpenAI / Anthropic / Stripe secret keys
+    | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b                       # AWS access key ids
+    | \b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})  # GitHub tokens
+    | \bxox[abposr]-[A-Za-z0-9-]{10,}                      # Slack tokens
+    | \bAIza[0-9A-Za-z_-]{35}                             # Google API keys
+    | \beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}  # JWTs
+    | -----BEGIN[A-Z ]*PRIVATE\ KEY-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE\ KEY-----|\Z)
+    """,
+    re.VERBOSE,
+)
+#: ``Bearer <token>`` (an Authorization header pasted into a message): the token goes, the scheme stays.
+_BEARER = re.compile(r"(?i:\b(bearer)\s+)(?=[A-Za-z0-9._~+/-]*\d)[A-Za-z0-9._~+/-]{8,}=*")
+#: ``scheme://user:password@host``: the password goes (broker and database URLs in error messages).
+_URL_PASSWORD = re.compile(r"(?<=://)([^\s/:@]*):[^\s/@]+(?=@)")
+
+
+def redact_secrets(text: str) -> str:
+    """Replace API keys, tokens, private keys and URL passwords with ``[REDACTED:SECRET]``."""
+    if not text:
+        return text
+    text = _SECRET_SHAPES.sub(SECRET_MARK, text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {SECRET_MARK}", text)
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{SECRET_MARK}", text)
 
 
 def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Sentry ``before_send``: drop cookies and auth headers, redact PII in every string.
+    """Sentry ``before_send``: drop cookies and auth headers, redact secrets and PII in every string.
 
-    Returns a scrubbed copy; secret-named keys anywhere in the event become ``[Filtered]``.
+    Returns a scrubbed copy; secret-named keys anywhere in the event become ``[Filtered]``, and
+    secret-shaped values (API keys, bearer tokens, ...) become ``[REDACTED:SECRET]`` wherever they are:
+    messages, ``logentry``, exception values, frame variables, breadcrumbs, extra, tags, contexts.
     """
     scrubbed: dict[str, Any] = {key: _scrub(value, key) for key, value in event.items()}
     request = scrubbed.get("request")
@@ -322,7 +356,7 @@ def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> di
 
 def _scrub(value: Any, key: str | None = None) -> Any:
     if isinstance(value, str):
-        return FILTERED if key is not None and _SECRET_KEY.match(key) else redact(value)
+        return FILTERED if key is not None and _SECRET_KEY.match(key) else redact(redact_secrets(value))
     if isinstance(value, dict):
         return {k: _scrub(v, k if isinstance(k, str) else None) for k, v in value.items()}
     if isinstance(value, list | tuple):

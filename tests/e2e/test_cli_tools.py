@@ -75,7 +75,9 @@ def test_worker_logs_are_scrubbed_of_pii(caplog: pytest.LogCaptureFixture) -> No
         install_log_scrubbing()
         with caplog.at_level(logging.INFO):
             logging.getLogger("conveyor.test").info("mail %s about card %s", "jane@acme.example", "4111 1111 1111 1111")
+            logging.getLogger("conveyor.test").warning("Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345")
         text = caplog.text
         assert "jane@acme.example" not in text and "4111" not in text and "[REDACTED:EMAIL]" in text
+        assert "abcdefghijklmnopqrstuvwxyz012345" not in text and "[REDACTED:SECRET]" in text
     finally:
         root.filters[:] = before
