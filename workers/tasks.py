@@ -76,16 +76,21 @@ def execute_stage(task: StageTask, payload: Any) -> dict[str, Any]:
             )
             log.warning("%s retry %d in %.2fs: %s", stage, attempt, countdown, exc.failure_class)
             raise task.retry(exc=exc, countdown=countdown, max_retries=settings.stage_max_retries) from exc
-        write_dead_letter(
-            res.state, stage=stage, payload=payload, error=exc, attempts=attempt, retries_exhausted=True
-        )
+        _dead_letter(res, stage, payload, exc, attempt, retries_exhausted=True)
         raise
     except ConveyorError as exc:
-        letter = write_dead_letter(
-            res.state, stage=stage, payload=payload, error=exc, attempts=attempt, retries_exhausted=False
-        )
-        log.error("%s dead-lettered %s as %s (%s)", stage, letter.job_id, exc.failure_class, letter.dead_letter_id)
+        _dead_letter(res, stage, payload, exc, attempt, retries_exhausted=False)
         raise  # stops the chain; Flower shows the failure
+
+
+def _dead_letter(
+    res: Any, stage: str, payload: Any, exc: ConveyorError, attempt: int, *, retries_exhausted: bool
+) -> None:
+    letter = write_dead_letter(
+        res.state, stage=stage, payload=payload, error=exc, attempts=attempt, retries_exhausted=retries_exhausted
+    )
+    log.error("%s dead-lettered %s as %s%s (%s)", stage, letter.job_id, exc.failure_class,
+              " after exhausting retries" if retries_exhausted else "", letter.dead_letter_id)
 
 
 def register_stage_tasks(celery: Celery) -> None:
