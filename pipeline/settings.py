@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     embedding_dim: int = Field(default=384, ge=8, description="vector size of the endpoint's model")
 
     # --- intent and retrieval ---------------------------------------------------------
-    intent_threshold: float = Field(default=0.30, ge=0.0, le=1.0, description="below this -> 'other'")
+    intent_threshold: float = Field(default=0.40, ge=0.0, le=1.0, description="below this -> 'other'")
     retrieve_top_k: int = Field(default=5, ge=1, le=50, description="chunks for question/extract/risk")
     retrieve_score_threshold: float | None = Field(
         default=None, ge=-1.0, le=1.0, description="drop hits below this cosine score"

@@ -10,14 +10,37 @@ import pytest
 from pipeline.embeddings import OnnxMiniLMEmbedder
 from pipeline.errors import InternalError, InvalidInput
 from pipeline.intent import (
+    DEFAULT_METHOD,
+    DEFAULT_THRESHOLD,
     EXAMPLES_VERSION,
     INTENTS,
     IntentClassifier,
     IntentExample,
     default_examples_path,
+    fit_calibrated_softmax,
+    fit_softmax_regression,
+    fit_temperature,
     load_examples,
 )
+from pipeline.settings import Settings
 from tests.fakes import HashingEmbedder, shared_minilm
+
+#: Phrasings written for these tests only: not in the examples file, the dev set or the
+#: probes of scripts/eval_intent.py (checked below).
+HELD_OUT = [
+    ("Could you sum this NDA up in a couple of lines?", "summarize"),
+    ("I just want the key points of the reseller agreement.", "summarize"),
+    ("How many days do we have to object to a new subprocessor?", "question"),
+    ("Is the supplier allowed to subcontract the work?", "question"),
+    ("What is the late fee?", "question"),
+    ("Who is the landlord's agent?", "question"),
+    ("Put every payment milestone into a table with amounts and dates.", "extract"),
+    ("Extract all the definitions from section 1 as JSON.", "extract"),
+    ("Does the termination clause leave us exposed?", "risk"),
+    ("Which terms are most dangerous for a small customer like us?", "risk"),
+    ("Write a limerick about lawyers.", "other"),
+    ("hey, how's it going?", "other"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,23 +55,39 @@ def classifier(minilm: OnnxMiniLMEmbedder) -> IntentClassifier:
     return clf
 
 
+def _dev_texts() -> set[str]:
+    dev = Path(__file__).resolve().parents[2].parent / "shared" / "eval" / "intents.dev.jsonl"
+    if not dev.is_file():
+        pytest.skip("shared dev set not present")
+    return {json.loads(line)["text"].strip().lower() for line in dev.read_text().splitlines() if line}
+
+
 class TestExamples:
     def test_packaged_examples_cover_every_intent_in_quantity(self) -> None:
         examples = load_examples(default_examples_path())
         counts = Counter(e.intent for e in examples)
         assert set(counts) == set(INTENTS)
-        assert all(25 <= n <= 60 for n in counts.values())
-        assert len({e.text.lower() for e in examples}) == len(examples)  # no duplicates
-        assert EXAMPLES_VERSION in default_examples_path().name
+        assert all(40 <= n <= 150 for n in counts.values())
+        assert len({e.text.strip().lower() for e in examples}) == len(examples)  # no duplicates
+        assert default_examples_path().name == f"intent_examples.{EXAMPLES_VERSION}.jsonl"
+        assert EXAMPLES_VERSION == "v2"
+
+    def test_only_the_current_examples_file_is_packaged(self) -> None:
+        files = sorted(p.name for p in default_examples_path().parent.glob("intent_examples.*.jsonl"))
+        assert files == [default_examples_path().name]
 
     def test_examples_are_not_copied_from_the_dev_set(self) -> None:
-        dev = Path(__file__).resolve().parents[2].parent / "shared" / "eval" / "intents.dev.jsonl"
-        if not dev.is_file():
-            pytest.skip("shared dev set not present")
-        dev_texts = {
-            json.loads(line)["text"].strip().lower() for line in dev.read_text().splitlines() if line
-        }
-        assert not dev_texts & {e.text.strip().lower() for e in load_examples(default_examples_path())}
+        examples = {e.text.strip().lower() for e in load_examples(default_examples_path())}
+        assert not _dev_texts() & examples
+
+    def test_held_out_phrasings_are_really_held_out(self) -> None:
+        from scripts.eval_intent import PROBES
+
+        examples = {e.text.strip().lower() for e in load_examples(default_examples_path())}
+        ours = {text.strip().lower() for text, _ in HELD_OUT}
+        probes = {text.strip().lower() for text, _ in PROBES}
+        assert not (ours | probes) & examples
+        assert not ours & probes
 
     def test_unknown_intent_in_file_is_a_packaging_bug(self, tmp_path: Path) -> None:
         path = tmp_path / "ex.jsonl"
@@ -61,6 +100,14 @@ class TestExamples:
         path.write_text(json.dumps({"text": "x", "intent": "question"}) + "\n")
         with pytest.raises(InternalError, match="no examples"):
             load_examples(path)
+
+
+class TestDefaults:
+    def test_default_is_calibrated_logistic_regression(self) -> None:
+        assert DEFAULT_METHOD == "logreg"
+
+    def test_settings_threshold_matches_the_classifier_default(self) -> None:
+        assert Settings.model_fields["intent_threshold"].default == DEFAULT_THRESHOLD
 
 
 class TestClassifierWithMiniLM:
@@ -78,8 +125,44 @@ class TestClassifierWithMiniLM:
         prediction = classifier.classify(text)
         assert prediction.intent == intent
         assert 0.0 < prediction.confidence <= 1.0
-        assert prediction.method == "embedding-centroid"
+        assert prediction.method == "embedding-logreg"
         assert set(prediction.scores) == set(INTENTS)
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "What is the term of this agreement?",  # was summarize with confidence 0.93
+            "Who are the parties?",  # was extract
+        ],
+    )
+    def test_short_factual_questions_are_questions(self, classifier: IntentClassifier, text: str) -> None:
+        prediction = classifier.classify(text)
+        assert prediction.intent == "question"
+        assert prediction.method == "embedding-logreg"
+        assert prediction.confidence >= classifier.threshold
+
+    @pytest.mark.parametrize("text, intent", HELD_OUT)
+    def test_held_out_phrasings(self, classifier: IntentClassifier, text: str, intent: str) -> None:
+        assert classifier.classify(text).intent == intent
+
+    @pytest.mark.parametrize("text", ["Summarize this contract.", "asdf qwer zxcv", "Is there a cap?"])
+    def test_scores_are_calibrated_probabilities(self, classifier: IntentClassifier, text: str) -> None:
+        prediction = classifier.classify(text)
+        assert sum(prediction.scores.values()) == pytest.approx(1.0, abs=1e-3)
+        assert prediction.confidence == pytest.approx(max(prediction.scores.values()), abs=1e-4)
+
+    def test_confidence_is_not_saturated_on_an_ambiguous_request(self, classifier: IntentClassifier) -> None:
+        clear = classifier.classify("Summarize this agreement in three sentences.")
+        ambiguous = classifier.classify("Summarise the agreement and flag anything risky for us.")
+        assert clear.confidence > 0.9
+        assert ambiguous.intent in ("summarize", "risk")
+        assert ambiguous.confidence < clear.confidence
+
+    def test_model_is_fitted_and_temperature_calibrated(self, classifier: IntentClassifier) -> None:
+        model = classifier.model
+        assert model is not None
+        assert model.weights.shape == (classifier.embedder.dim + 1, len(INTENTS))
+        assert 0.05 < model.temperature < 20.0
 
     def test_classify_vector_reuses_a_precomputed_embedding(
         self, classifier: IntentClassifier, minilm: OnnxMiniLMEmbedder
@@ -91,12 +174,15 @@ class TestClassifierWithMiniLM:
         strict = IntentClassifier(minilm, threshold=0.999)
         prediction = strict.classify("Summarise the agreement and flag risky terms.")
         assert prediction.intent == "other"
-        assert prediction.method.endswith("+fallback")
+        assert prediction.method == "embedding-logreg+fallback"
 
-    def test_knn_method_is_available(self, minilm: OnnxMiniLMEmbedder) -> None:
-        knn = IntentClassifier(minilm, method="knn", k=3)
-        assert knn.classify("Give me a summary of the NDA.").intent == "summarize"
-        assert knn.classify("Give me a summary of the NDA.").method == "embedding-knn"
+    @pytest.mark.parametrize("method", ["centroid", "knn"])
+    def test_similarity_methods_are_still_available(self, minilm: OnnxMiniLMEmbedder, method: str) -> None:
+        clf = IntentClassifier(minilm, method=method, k=3)  # type: ignore[arg-type]
+        prediction = clf.classify("Give me a summary of the NDA.")
+        assert prediction.intent == "summarize"
+        assert prediction.method == f"embedding-{method}"
+        assert clf.model is None
 
     def test_empty_text_is_invalid(self, classifier: IntentClassifier) -> None:
         with pytest.raises(InvalidInput):
@@ -112,12 +198,7 @@ class TestClassifierMechanics:
             "risk": "risk danger exposure",
             "other": "weather pizza music",
         }
-        return [
-            IntentExample(f"{w} {i}", intent)
-            for intent, ws in words.items()
-            for w in ws.split()
-            for i in (1, 2)
-        ]
+        return [IntentExample(f"{w} {i}", intent) for intent, ws in words.items() for w in ws.split() for i in (1, 2)]
 
     def test_examples_are_embedded_once_and_lazily(self) -> None:
         embedder = HashingEmbedder(dim=128)
@@ -127,22 +208,56 @@ class TestClassifierMechanics:
         clf.classify("table")
         assert embedder.calls == 3  # one batch for the examples, one per request
 
-    def test_nearest_centroid_and_leave_one_out(self) -> None:
+    @pytest.mark.parametrize("method", ["logreg", "centroid", "knn"])
+    def test_each_method_and_leave_one_out(self, method: str) -> None:
         clf = IntentClassifier(
-            HashingEmbedder(dim=128), examples=self._examples(), threshold=0.0, min_similarity=0.0
+            HashingEmbedder(dim=128),
+            examples=self._examples(),
+            threshold=0.0,
+            min_similarity=0.0,
+            method=method,  # type: ignore[arg-type]
         )
         assert clf.classify("risk exposure").intent == "risk"
         clf.warm_up()
         assert clf._matrix is not None
         loo = clf.classify_vector(clf._matrix[0], exclude=0)
         assert loo.intent in INTENTS
+        assert loo.method == f"embedding-{method}"
+
+    def test_leave_one_out_refits_without_touching_the_full_model(self) -> None:
+        clf = IntentClassifier(HashingEmbedder(dim=128), examples=self._examples(), threshold=0.0)
+        clf.warm_up()
+        assert clf._matrix is not None and clf.model is not None
+        before = clf.model.weights.copy()
+        full = clf.classify_vector(clf._matrix[0])
+        held_out = clf.classify_vector(clf._matrix[0], exclude=0)
+        assert np.array_equal(clf.model.weights, before)
+        assert held_out.intent in INTENTS
+        assert clf._loo_model is not None and clf._loo_model[0] == 0
+        assert not np.array_equal(clf._loo_model[1].weights, before)  # refitted without example 0
+        assert clf.classify_vector(clf._matrix[0]) == full
+
+    def test_training_is_deterministic(self) -> None:
+        first = IntentClassifier(HashingEmbedder(dim=128), examples=self._examples())
+        second = IntentClassifier(HashingEmbedder(dim=128), examples=self._examples())
+        assert first.model is not None and second.model is not None
+        assert np.array_equal(first.model.weights, second.model.weights)
+        assert first.model.temperature == second.model.temperature
+        assert first.classify("gist of it") == second.classify("gist of it")
 
     def test_low_similarity_falls_back_to_other(self) -> None:
         clf = IntentClassifier(HashingEmbedder(dim=128), examples=self._examples(), min_similarity=0.99)
-        assert clf.classify("extract").intent == "other"
+        prediction = clf.classify("extract")
+        assert prediction.intent == "other" and prediction.method.endswith("+fallback")
 
-    def test_other_is_never_overridden_by_fallback(self) -> None:
-        clf = IntentClassifier(HashingEmbedder(dim=128), examples=self._examples(), threshold=0.99)
+    @pytest.mark.parametrize("method", ["logreg", "centroid"])
+    def test_other_is_never_overridden_by_fallback(self, method: str) -> None:
+        clf = IntentClassifier(
+            HashingEmbedder(dim=128),
+            examples=self._examples(),
+            threshold=0.99,
+            method=method,  # type: ignore[arg-type]
+        )
         prediction = clf.classify("weather pizza music")
         assert prediction.intent == "other" and not prediction.method.endswith("+fallback")
 
@@ -151,7 +266,50 @@ class TestClassifierMechanics:
         prediction = clf.classify_vector(np.ones(128, dtype=np.float32))
         assert 0.0 <= prediction.confidence <= 1.0
 
-    @pytest.mark.parametrize("kwargs", [{"method": "svm"}, {"k": 0}])
+    @pytest.mark.parametrize("kwargs", [{"method": "svm"}, {"k": 0}, {"l2": 0.0}, {"l2": -1.0}])
     def test_bad_configuration(self, kwargs: dict[str, object]) -> None:
         with pytest.raises(ValueError):
             IntentClassifier(HashingEmbedder(), **kwargs)  # type: ignore[arg-type]
+
+
+class TestSoftmaxRegression:
+    def _blobs(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(7)
+        centres = np.eye(3, 6) * 3.0
+        labels = np.repeat(np.arange(3), 20)
+        return centres[labels] + rng.normal(scale=0.5, size=(60, 6)), labels
+
+    def test_separates_classes_and_reaches_a_stationary_point(self) -> None:
+        x, y = self._blobs()
+        weights = fit_softmax_regression(x, y, 3, l2=1e-2)
+        logits = x @ weights[:-1] + weights[-1]
+        assert (logits.argmax(axis=1) == y).mean() > 0.95
+        # optimality: the gradient of the objective vanishes (bias row unpenalised)
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        residual = (p - np.eye(3)[y]) / (3 * 20)  # balanced weights, 20 per class
+        grad_w = x.T @ residual + 1e-2 * weights[:-1]
+        grad_b = residual.sum(axis=0)
+        assert np.abs(grad_w).max() < 1e-5 and np.abs(grad_b).max() < 1e-5
+
+    def test_warm_start_reaches_the_same_optimum(self) -> None:
+        x, y = self._blobs()
+        cold = fit_softmax_regression(x, y, 3, l2=1e-2)
+        warm = fit_softmax_regression(x, y, 3, l2=1e-2, init=np.ones_like(cold))
+        assert np.allclose(cold, warm, atol=1e-4)
+
+    def test_too_few_examples_per_intent_skips_calibration(self) -> None:
+        x, y = self._blobs()
+        keep = np.r_[0:20, 20:40, 40:43]  # the third class has 3 examples, fewer than the folds
+        model = fit_calibrated_softmax(x[keep], y[keep], 3, l2=1e-2)
+        assert model.temperature == 1.0
+        assert fit_calibrated_softmax(x, y, 3, l2=1e-2).temperature != 1.0
+
+    def test_temperature_recovers_a_known_scale(self) -> None:
+        rng = np.random.default_rng(3)
+        true_logits = rng.normal(scale=2.0, size=(4000, 4))
+        p = np.exp(true_logits - true_logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        labels = np.array([rng.choice(4, p=row) for row in p])
+        # a model that is twice as confident as it should be needs T = 2
+        assert fit_temperature(2.0 * true_logits, labels) == pytest.approx(2.0, rel=0.1)
