@@ -125,9 +125,15 @@ def build_llm_generator(res: Resources) -> LLMGenerator:
     limiter: Any = None
     if s.llm_rpm or s.llm_tpm:
         if redis_client is not None:
-            limiter = SharedRateLimiter(redis_client, f"conveyor:ratelimit:{s.llm_base_url}", s.llm_rpm, s.llm_tpm)
+            limiter = SharedRateLimiter(
+                redis_client,
+                f"conveyor:ratelimit:{s.llm_base_url}",
+                s.llm_rpm,
+                s.llm_tpm,
+                max_wait_s=s.llm_rate_limit_max_wait_s,
+            )
         else:
-            limiter = LocalRateLimiter(s.llm_rpm, s.llm_tpm)
+            limiter = LocalRateLimiter(s.llm_rpm, s.llm_tpm, max_wait_s=s.llm_rate_limit_max_wait_s)
     cache: Any = None
     if s.llm_cache_ttl_s > 0:
         cache = ResponseCache(redis_client, ttl_s=s.llm_cache_ttl_s) if redis_client is not None else (

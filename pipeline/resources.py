@@ -10,7 +10,7 @@ only serves the ``llm`` queue never loads the embedding model.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -122,6 +122,35 @@ class Resources:
             return build_generator(self)
 
         return self._get("generator", build)
+
+    def warm_up(self, queues: Iterable[str]) -> list[str]:
+        """Build what the given queues' stages need now, so a worker's first job is not slow.
+
+        Returns what was warmed. Called once per worker process, after any fork.
+        """
+        queues = set(queues)
+        warmed = []
+        if queues & {"intent", "retrieve", "llm"}:
+            warm = getattr(self.embedder, "warm_up", None)
+            if callable(warm):
+                warm()
+            warmed.append("embedder")
+        if "intent" in queues:
+            self.intent_classifier.warm_up()
+            warmed.append("intent_classifier")
+        if "retrieve" in queues:
+            _ = self.vector_store
+            warmed.append("vector_store")
+        if "llm" in queues:
+            from pipeline.llm.tokens import count_tokens
+
+            _ = self.generator
+            count_tokens("warm up", self.settings.llm_model)  # loads the BPE ranks (about a second)
+            warmed.append("generator")
+        if queues & {"record", "intent", "retrieve", "llm", "guard"}:
+            self.state.ping()
+            warmed.append("state")
+        return warmed
 
     def close(self) -> None:
         """Close what was built (store connections, HTTP clients)."""

@@ -92,8 +92,11 @@ class Settings(BaseSettings):
     llm_max_attempts: int = Field(default=3, ge=1, le=10, description="HTTP attempts per call (tenacity)")
     llm_backoff_base_s: float = Field(default=0.5, gt=0, description="per-call retry backoff base (x2 per try)")
     llm_backoff_max_s: float = Field(default=8.0, gt=0, description="per-call retry backoff cap")
-    llm_rpm: int | None = Field(default=None, ge=1, description="shared requests/minute limit")
-    llm_tpm: int | None = Field(default=None, ge=1, description="shared tokens/minute limit")
+    llm_rpm: float | None = Field(default=None, gt=0, description="shared requests/minute limit")
+    llm_tpm: float | None = Field(default=None, gt=0, description="shared tokens/minute limit")
+    llm_rate_limit_max_wait_s: float = Field(
+        default=120.0, gt=0, description="a call waits this long for its slot, else the job is re-queued"
+    )
     llm_cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=0, description="0 disables the response cache")
 
     # --- reliability ------------------------------------------------------------------

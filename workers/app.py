@@ -53,6 +53,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {name: {"queue": queue} for name, queue in STAGE_TASKS.values()},
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,
+        # a prefork child warms its clients in worker_process_init (the embedder takes seconds)
+        "worker_proc_alive_timeout": 60.0,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
     }
 

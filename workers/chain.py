@@ -25,5 +25,5 @@ def build_chain(app: Celery, payload: dict[str, Any], start: str = "intent") -> 
     return chain(first, *(stage_signature(app, s) for s in stages[1:]))
 
 
-def send_job(app: Celery, payload: dict[str, Any], start: str = "intent") -> None:
-    build_chain(app, payload, start).apply_async()
+def send_job(app: Celery, payload: dict[str, Any], start: str = "intent", countdown: float | None = None) -> None:
+    build_chain(app, payload, start).apply_async(countdown=countdown)

@@ -73,10 +73,35 @@ def _settings_of(sender: Any) -> Settings:
     return settings_for(app)
 
 
+def warm_up_worker(app: Any) -> None:
+    """Build the clients for the queues this worker consumes (set by `conveyor worker`)."""
+    from pipeline.errors import ConveyorError
+    from workers.runtime import resources_for
+
+    queues = getattr(app, "conveyor_queues", None)
+    if not queues:
+        return
+    try:
+        warmed = resources_for(app).warm_up(queues)
+        logging.getLogger("conveyor.worker").info("warmed up for %s: %s", ",".join(queues), ", ".join(warmed))
+    except ConveyorError as exc:  # a dependency that is down now may be up by the first job
+        logging.getLogger("conveyor.worker").warning("warm-up skipped: %s", exc)
+
+
+def _app_of(sender: Any) -> Any:
+    app = getattr(sender, "app", None)
+    if app is None:
+        from celery import current_app
+
+        app = current_app._get_current_object()
+    return app
+
+
 @worker_process_init.connect
 def _on_worker_process_init(sender: Any = None, **_: Any) -> None:
     forget_inherited_resources()
     init_process(_settings_of(sender))
+    warm_up_worker(_app_of(sender))  # prefork child: after the fork, never before
 
 
 @worker_init.connect

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from pipeline.backoff import backoff_delay
-from pipeline.errors import ConveyorError, InternalError, InvalidInput, RetryableError, StageTimeout
+from pipeline.errors import ConveyorError, InternalError, InvalidInput, RateLimited, RetryableError, StageTimeout
 from pipeline.stages import STAGE_FUNCTIONS
 from schemas import STAGE_MODELS, JobStatus
+from workers.chain import send_job
 from workers.deadletters import write_dead_letter
 from workers.routing import STAGE_TASKS
 from workers.runtime import resources_for
@@ -43,7 +44,6 @@ def _validation_message(stage: str, exc: ValidationError) -> str:
 def execute_stage(task: StageTask, payload: Any) -> dict[str, Any]:
     stage = task.stage
     res = resources_for(task.app)
-    settings = res.settings
     attempt = task.request.retries + 1
     in_model, _ = STAGE_MODELS[stage]
     try:
@@ -66,21 +66,37 @@ def execute_stage(task: StageTask, payload: Any) -> dict[str, Any]:
             output.timings_ms[stage] = round((time.perf_counter() - started) * 1000, 2)
         result: dict[str, Any] = output.model_dump(mode="json")
         return result
+    except RateLimited as exc:
+        if exc.details.get("backpressure") and exc.retry_after is not None:
+            # our own shared limiter says "not yet": that is queueing, not failure. The job goes
+            # back on the queue for its slot without spending the stage's retry budget.
+            log.info("%s waits %.2fs for a rate-limit slot: re-queued", stage, exc.retry_after)
+            send_job(task.app, payload, start=stage, countdown=exc.retry_after)
+            raise Ignore() from exc
+        _retry_or_dead_letter(task, res, stage, payload, exc, attempt)
     except RetryableError as exc:
-        if task.request.retries < settings.stage_max_retries:
-            countdown = backoff_delay(
-                task.request.retries,
-                base_s=settings.retry_backoff_base_s,
-                cap_s=settings.retry_backoff_max_s,
-                retry_after_s=exc.retry_after,
-            )
-            log.warning("%s retry %d in %.2fs: %s", stage, attempt, countdown, exc.failure_class)
-            raise task.retry(exc=exc, countdown=countdown, max_retries=settings.stage_max_retries) from exc
-        _dead_letter(res, stage, payload, exc, attempt, retries_exhausted=True)
-        raise
+        _retry_or_dead_letter(task, res, stage, payload, exc, attempt)
     except ConveyorError as exc:
         _dead_letter(res, stage, payload, exc, attempt, retries_exhausted=False)
         raise  # stops the chain; Flower shows the failure
+
+
+def _retry_or_dead_letter(
+    task: StageTask, res: Any, stage: str, payload: Any, exc: RetryableError, attempt: int
+) -> NoReturn:
+    """Celery retry with capped, jittered backoff (never sooner than Retry-After), then the DLQ."""
+    settings = res.settings
+    if task.request.retries < settings.stage_max_retries:
+        countdown = backoff_delay(
+            task.request.retries,
+            base_s=settings.retry_backoff_base_s,
+            cap_s=settings.retry_backoff_max_s,
+            retry_after_s=exc.retry_after,
+        )
+        log.warning("%s retry %d in %.2fs: %s", stage, attempt, countdown, exc.failure_class)
+        raise task.retry(exc=exc, countdown=countdown, max_retries=settings.stage_max_retries) from exc
+    _dead_letter(res, stage, payload, exc, attempt, retries_exhausted=True)
+    raise exc
 
 
 def _dead_letter(

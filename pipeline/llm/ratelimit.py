@@ -175,7 +175,7 @@ class SharedRateLimiter:
             raise RateLimited(
                 f"rate limit {self.key!r}: next slot in {delay:.3f}s, over the {limit:.3f}s wait allowed",
                 retry_after=delay,
-                details={"limiter": self.key, "tokens": tokens},
+                details={"limiter": self.key, "tokens": tokens, "backpressure": True},
             )
         if delay > 0:
             self._sleep(delay)
@@ -230,7 +230,7 @@ class LocalRateLimiter:
             raise RateLimited(
                 f"rate limit: next slot in {delay:.3f}s, over the {limit:.3f}s wait allowed",
                 retry_after=delay,
-                details={"tokens": tokens},
+                details={"tokens": tokens, "backpressure": True},
             )
         if delay > 0:
             self._sleep(delay)

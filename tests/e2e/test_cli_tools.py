@@ -71,6 +71,7 @@ def test_worker_logs_are_scrubbed_of_pii(caplog: pytest.LogCaptureFixture) -> No
 
     root = logging.getLogger()
     before = list(root.filters)
+    handler_filters = {h: list(h.filters) for h in root.handlers}
     try:
         install_log_scrubbing()
         with caplog.at_level(logging.INFO):
@@ -81,3 +82,5 @@ def test_worker_logs_are_scrubbed_of_pii(caplog: pytest.LogCaptureFixture) -> No
         assert "abcdefghijklmnopqrstuvwxyz012345" not in text and "[REDACTED:SECRET]" in text
     finally:
         root.filters[:] = before
+        for handler, filters in handler_filters.items():
+            handler.filters[:] = filters

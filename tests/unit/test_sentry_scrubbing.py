@@ -238,7 +238,8 @@ def test_sentry_events_are_scrubbed_before_they_leave_the_process(sentry: Sentry
 
     entry = log_event["logentry"]
     assert entry["formatted"] == "payment for [REDACTED:EMAIL] failed using key [REDACTED:SECRET]"
-    assert entry["params"] == ["[REDACTED:EMAIL]", "[REDACTED:SECRET]"]
+    # a worker's log filter may already have folded the args into the message (then params are empty)
+    assert entry["params"] in ([], ["[REDACTED:EMAIL]", "[REDACTED:SECRET]"])
     assert log_event["logger"] == "conveyor.test.sentry"
     assert log_event["environment"] == "test" and log_event["release"] == "conveyor@test"
 
