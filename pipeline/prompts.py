@@ -68,7 +68,8 @@ def fit_chunks(
     chunks: Sequence[ContextChunk], budget_tokens: int, count_tokens: Callable[[str], int]
 ) -> list[ContextChunk]:
     """Chunks in order until the budget is spent (the retrieve stage already ranked them)."""
-    kept, used = [], 0
+    kept: list[ContextChunk] = []
+    used = 0
     for chunk in chunks:
         cost = count_tokens(chunk.text) + 8
         if used + cost > budget_tokens and kept:

@@ -19,6 +19,7 @@ from pipeline.guard import BlocklistPolicy, find_pii, grounding, redact
 from pipeline.settings import GuardPolicy
 from pipeline.text import split_sentences
 from schemas import Answer, CheckResult, ContractSummary, GenerationResult, GuardReport, Intent
+from schemas.stages import Verdict
 
 Output = dict[str, Any]
 Validator = Callable[[GenerationResult, Output], tuple[CheckResult, Output]]
@@ -189,6 +190,6 @@ def run_validators(msg: GenerationResult, validators: Sequence[Validator]) -> tu
         checks.append(check)
         if check.verdict == "blocked":
             break
-    verdict = max((c.verdict for c in checks), key=_SEVERITY.__getitem__, default="pass")
+    verdict: Verdict = max((c.verdict for c in checks), key=_SEVERITY.__getitem__, default="pass")
     grounding_score = next((c.score for c in checks if c.name == "grounding"), None)
     return GuardReport(verdict=verdict, checks=checks, grounding_score=grounding_score), output

@@ -1,5 +1,7 @@
 """The message contract between stages and with other services (exported to ``schemas/json``)."""
 
+from pydantic import BaseModel
+
 from schemas.deadletter import DeadLetter
 from schemas.job import MAX_TEXT_CHARS, Intent, JobParams, JobRequest
 from schemas.stages import (
@@ -21,7 +23,7 @@ from schemas.stages import (
 )
 
 #: stage name -> (input model, output model); the chain test walks this.
-STAGE_MODELS = {
+STAGE_MODELS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "intent": (JobRequest, IntentResult),
     "retrieve": (IntentResult, RetrievalResult),
     "generate": (RetrievalResult, GenerationResult),
@@ -30,7 +32,7 @@ STAGE_MODELS = {
 }
 
 #: every model exported as JSON Schema for producers in other languages.
-EXPORTED_MODELS = {
+EXPORTED_MODELS: dict[str, type[BaseModel]] = {
     "JobRequest": JobRequest,
     "IntentResult": IntentResult,
     "RetrievalResult": RetrievalResult,

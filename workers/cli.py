@@ -201,7 +201,7 @@ def worker(queues: str, pool: str, concurrency: int | None, loglevel: str, hostn
         raise click.ClickException(f"unknown queue(s) {unknown}; queues are {', '.join(QUEUES)}")
     app = create_app(settings)
     app.set_default()  # pool threads/processes trace tasks with the default app
-    app.conveyor_queues = queues.split(",")  # type: ignore[attr-defined]
+    app.conveyor_queues = queues.split(",")
     if pool != "prefork":  # tasks run in this process: warm it now (prefork children warm after fork)
         from workers.signals import warm_up_worker
 

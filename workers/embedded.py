@@ -26,7 +26,7 @@ from workers.signals import init_process
 log = logging.getLogger("conveyor.embedded")
 
 
-class _ReadyWorkController(WorkController):  # type: ignore[misc]
+class _ReadyWorkController(WorkController):
     """A WorkController that signals when its consumer is ready to take messages."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -61,6 +61,7 @@ class EmbeddedRuntime:
         # does not reach pool threads): without this, chain continuations would be published
         # through an unconfigured app to amqp://localhost.
         self.app.set_default()
+        self._purge_transport()
         worker = _ReadyWorkController(
             app=self.app,
             concurrency=self._concurrency,
@@ -87,7 +88,18 @@ class EmbeddedRuntime:
             self._thread.join(timeout=30)
         self._worker = self._thread = None
         self._dead_letter_unfinished()
+        self._purge_transport()
         release_resources(self.app)
+
+    def _purge_transport(self) -> int:
+        """Empty our queues on the in-memory transport, which is global to the process: messages a
+        stopped runtime left behind (already dead-lettered as interrupted) must not run in the next."""
+        purged = 0
+        with self.app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for queue in QUEUES:
+                purged += channel.queue_purge(queue) or 0
+        return purged
 
     def _dead_letter_unfinished(self) -> None:
         """The memory transport dies with this process: keep every unfinished job replayable."""

@@ -1,4 +1,9 @@
-"""Per-process wiring between a Celery app and Conveyor's settings and clients."""
+"""Per-process wiring between a Celery app and Conveyor's settings and clients.
+
+The clients live on the app object itself, tagged with the pid that built them: a forked
+child sees a different pid and builds its own, and two apps in one process (tests, an
+embedded runtime started twice) can never share or inherit each other's clients.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pipeline.resources import Resources
 from pipeline.settings import Settings, load_settings
 
 _lock = threading.Lock()
-_resources: dict[int, tuple[int, Resources]] = {}  # id(app) -> (pid, resources)
+_ATTR = "_conveyor_resources"
 
 
 def bind_settings(app: Any, settings: Settings) -> None:
@@ -28,25 +33,22 @@ def settings_for(app: Any) -> Settings:
 
 def resources_for(app: Any) -> Resources:
     """The app's clients in this process; rebuilt after a fork because the pid changed."""
-    key, pid = id(app), os.getpid()
-    entry = _resources.get(key)
+    pid = os.getpid()
+    entry = getattr(app, _ATTR, None)
     if entry is None or entry[0] != pid:
         with _lock:
-            entry = _resources.get(key)
+            entry = getattr(app, _ATTR, None)
             if entry is None or entry[0] != pid:
                 entry = (pid, Resources(settings_for(app)))
-                _resources[key] = entry
-    return entry[1]
+                setattr(app, _ATTR, entry)
+    resources: Resources = entry[1]
+    return resources
 
 
 def release_resources(app: Any) -> None:
     with _lock:
-        entry = _resources.pop(id(app), None)
+        entry = getattr(app, _ATTR, None)
+        if entry is not None:
+            delattr(app, _ATTR)
     if entry is not None and entry[0] == os.getpid():
         entry[1].close()
-
-
-def forget_inherited_resources() -> None:
-    """Called in a freshly forked child: never use (or close) the parent's sockets."""
-    with _lock:
-        _resources.clear()

@@ -14,7 +14,6 @@ from typing import Any
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_init, worker_process_init
 
 from pipeline.settings import Settings
-from workers.runtime import forget_inherited_resources
 
 _initialised_pid: int | None = None
 
@@ -99,7 +98,6 @@ def _app_of(sender: Any) -> Any:
 
 @worker_process_init.connect
 def _on_worker_process_init(sender: Any = None, **_: Any) -> None:
-    forget_inherited_resources()
     init_process(_settings_of(sender))
     warm_up_worker(_app_of(sender))  # prefork child: after the fork, never before
 

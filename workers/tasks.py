@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from pipeline.backoff import backoff_delay
 from pipeline.errors import ConveyorError, InternalError, InvalidInput, RateLimited, RetryableError, StageTimeout
 from pipeline.stages import STAGE_FUNCTIONS
-from schemas import STAGE_MODELS, JobStatus
+from schemas import STAGE_MODELS, JobRequest, JobStatus
 from workers.chain import send_job
 from workers.deadletters import write_dead_letter
 from workers.routing import STAGE_TASKS
@@ -27,7 +27,7 @@ from workers.runtime import resources_for
 log = logging.getLogger("conveyor.tasks")
 
 
-class StageTask(Task):  # type: ignore[misc]
+class StageTask(Task):
     """Base class of the five stage tasks; ``stage`` names which one."""
 
     abstract = True
@@ -51,7 +51,7 @@ def execute_stage(task: StageTask, payload: Any) -> dict[str, Any]:
             message = in_model.model_validate(payload)
         except ValidationError as exc:
             raise InvalidInput(_validation_message(stage, exc)) from exc
-        request = message if stage == "intent" else message.request
+        request = message if isinstance(message, JobRequest) else message.request  # type: ignore[attr-defined]
         res.state.set_status(JobStatus(job_id=request.job_id, state="running", stage=stage, attempts=attempt))
         started = time.perf_counter()
         try:

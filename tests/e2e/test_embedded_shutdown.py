@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kombu.transport import memory
 
 from pipeline.ingest import ingest_paths
 from pipeline.settings import load_settings
 from schemas import JobRequest
+from workers.app import QUEUES
 from workers.cli import sample_contracts
 from workers.deadletters import replay_dead_letter
 from workers.embedded import EmbeddedRuntime
@@ -23,7 +25,10 @@ def test_stopping_with_jobs_in_flight_dead_letters_them_and_replay_finishes_them
         ingest_paths([doc], tenant="t", store=rt.resources.vector_store, embedder=rt.resources.embedder)
         job_ids = [rt.client.submit(JobRequest(text=f"Summarize this contract ({i}).", document_id=doc.stem,
                                                tenant="t")) for i in range(12)]
-    # the runtime has stopped: every job either finished or is a replayable dead letter
+    # the runtime has stopped: nothing of it is left on the process-wide memory transport
+    # (a later runtime in this process would otherwise run those messages against its own data)
+    assert all(memory.Channel.queues[q].qsize() == 0 for q in QUEUES if q in memory.Channel.queues)
+    # and every job either finished or is a replayable dead letter
     with EmbeddedRuntime(settings) as rt:
         state = rt.resources.state
         letters = {dl.job_id: dl for dl in state.list_dead_letters()}

@@ -39,7 +39,8 @@ def test_limiter_backpressure_requeues_jobs_instead_of_dead_lettering_them(
                                                 intent_hint="question", params={"use_cache": False}))
                     for i in range(8)]
             records = [rt.client.result(job_id, timeout=90) for job_id in jobs]
-            assert rt.resources.state.list_dead_letters() == []
+            letters = rt.resources.state.list_dead_letters()
+            assert letters == [], [(d.stage, d.failure_class, d.error_message) for d in letters]
         calls = server.requests_log
         chat = [r for r in calls if r["path"] == "/v1/chat/completions"]
         assert len(chat) == 8 and server.stats["http_429"] == 0
