@@ -6,11 +6,10 @@ as the command needs one; distributed mode only enqueues and reads state.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
@@ -230,7 +229,7 @@ def ingest(paths: tuple[Path, ...], tenant: str) -> None:
                                   max_tokens=settings.chunk_max_tokens, overlap=settings.chunk_overlap_tokens)
         except ConveyorError as exc:
             raise click.ClickException(str(exc)) from exc
-    _echo_json(report.__dict__ if hasattr(report, "__dict__") else report)
+    _echo_json({**dataclasses.asdict(report), "chunks_per_second": round(report.chunks_per_second, 1)})
 
 
 @main.command()
@@ -378,10 +377,6 @@ def flower(port: int, flower_args: tuple[str, ...]) -> None:
     # through Flower's environment, not argv: a command line is visible to every user in `ps`
     os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
     app.start(["flower", f"--port={port}", *flower_args])
-
-
-def new_batch_id() -> str:
-    return f"batch-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,7 @@
 """Cross-cutting concerns hung on Celery signals, out of stage code.
 
-- per-process clients: a forked child forgets the parent's clients (built again lazily);
+- per-process clients: a worker warms the clients its queues need, after any fork
+  (``workers.runtime`` keys clients by pid, so a child never uses its parent's);
 - logging: every handler gets the PII-redacting filter;
 - Sentry: initialised in each worker process (never in the parent before fork), with PII
   and secrets scrubbed by ``before_send``.
@@ -14,12 +15,13 @@ from typing import Any
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_init, worker_process_init
 
 from pipeline.settings import Settings
+from workers.runtime import settings_for
 
 _initialised_pid: int | None = None
 
 
 def install_log_scrubbing() -> None:
-    """Redact PII from every log record, whichever handler ends up writing it."""
+    """Redact PII and secrets from every log record, whichever handler ends up writing it."""
     from pipeline.guard.pii import PiiRedactingFilter
 
     root = logging.getLogger()
@@ -61,17 +63,6 @@ def init_process(settings: Settings) -> None:
     init_sentry(settings)
 
 
-def _settings_of(sender: Any) -> Settings:
-    from workers.runtime import settings_for
-
-    app = getattr(sender, "app", None)
-    if app is None:
-        from workers.app import app as default_app
-
-        app = default_app
-    return settings_for(app)
-
-
 def warm_up_worker(app: Any) -> None:
     """Build the clients for the queues this worker consumes (set by `conveyor worker`)."""
     from pipeline.errors import ConveyorError
@@ -88,6 +79,7 @@ def warm_up_worker(app: Any) -> None:
 
 
 def _app_of(sender: Any) -> Any:
+    """The signal's app, else the default one (`conveyor worker` makes its app the default)."""
     app = getattr(sender, "app", None)
     if app is None:
         from celery import current_app
@@ -98,14 +90,14 @@ def _app_of(sender: Any) -> Any:
 
 @worker_process_init.connect
 def _on_worker_process_init(sender: Any = None, **_: Any) -> None:
-    init_process(_settings_of(sender))
+    init_process(settings_for(_app_of(sender)))
     warm_up_worker(_app_of(sender))  # prefork child: after the fork, never before
 
 
 @worker_init.connect
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     # threads and solo pools run tasks in this process: set it up here
-    init_process(_settings_of(sender))
+    init_process(settings_for(_app_of(sender)))
 
 
 @after_setup_logger.connect
