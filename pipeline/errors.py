@@ -24,6 +24,8 @@ retryable error that outlives its retry budget keeps its class and is marked
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class ConveyorError(Exception):
     """Base of every error Conveyor raises on purpose."""
@@ -96,3 +98,8 @@ class GuardrailBlocked(PermanentError):
 class InternalError(PermanentError):
     failure_class = "internal_error"
 
+
+
+def validation_problems(exc: ValidationError, root: str) -> list[str]:
+    """``field.path: message`` per pydantic error (``root`` names an error on the whole object)."""
+    return [f"{'.'.join(map(str, e['loc'])) or root}: {e['msg']}" for e in exc.errors()]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from pipeline.errors import validation_problems
 from pipeline.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMResponse
 from pipeline.llm.tokens import count_tokens
 from pipeline.prompts import build_messages, repair_message
@@ -37,7 +38,7 @@ def parse_structured(intent: Any, text: str) -> tuple[dict[str, Any] | None, lis
     try:
         return output_schema(intent).model_validate(raw).model_dump(), []
     except ValidationError as exc:
-        return None, [f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in exc.errors()]
+        return None, validation_problems(exc, "output")
 
 
 class LLMGenerator:

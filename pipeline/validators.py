@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from pipeline.errors import validation_problems
 from pipeline.guard import BlocklistPolicy, find_pii, grounding, redact
 from pipeline.settings import GuardPolicy
 from pipeline.text import split_sentences
@@ -65,7 +66,7 @@ def check_structure(msg: GenerationResult, output: Output) -> tuple[CheckResult,
     try:
         parsed = output_schema(msg.intent).model_validate(completion.structured)
     except ValidationError as exc:
-        problems = [f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in exc.errors()]
+        problems = validation_problems(exc, "output")
         return CheckResult(name="structure", verdict="blocked", reasons=problems[:5]), output
     if completion.repair_reasons:
         reasons = [f"re-asked once: {r}" for r in completion.repair_reasons[:3]]

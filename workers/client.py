@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 from pydantic import ValidationError
 
-from pipeline.errors import InvalidInput, ProviderUnavailable
+from pipeline.errors import InvalidInput, ProviderUnavailable, validation_problems
 from pipeline.state import StateStore
 from schemas import DeadLetter, JobRecord, JobRequest, JobStatus
 from workers.chain import send_job
@@ -46,7 +46,7 @@ def parse_request(request: JobRequest | dict[str, Any] | str) -> JobRequest:
             return JobRequest.model_validate_json(request)
         return JobRequest.model_validate(request)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(validation_problems(exc, "request"))
         raise InvalidInput(f"invalid job request: {problems}") from exc
 
 

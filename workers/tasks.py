@@ -16,7 +16,15 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from pipeline.backoff import backoff_delay
-from pipeline.errors import ConveyorError, InternalError, InvalidInput, RateLimited, RetryableError, StageTimeout
+from pipeline.errors import (
+    ConveyorError,
+    InternalError,
+    InvalidInput,
+    RateLimited,
+    RetryableError,
+    StageTimeout,
+    validation_problems,
+)
 from pipeline.stages import STAGE_FUNCTIONS
 from schemas import STAGE_MODELS, JobRequest, JobStatus
 from workers.chain import send_job
@@ -37,7 +45,7 @@ class StageTask(Task):
 
 
 def _validation_message(stage: str, exc: ValidationError) -> str:
-    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors()[:8])
+    problems = "; ".join(validation_problems(exc, "payload")[:8])
     return f"{stage} input does not match its schema: {problems}"
 
 
