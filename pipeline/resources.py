@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.embeddings import Embedder
-    from pipeline.intent import IntentClassifier
-    from pipeline.stages.generate import Generator
+    from pipeline.generation.stage import Generator
+    from pipeline.intent.classifier import IntentClassifier
+    from pipeline.retrieval.embeddings import Embedder
+    from pipeline.retrieval.vectorstore import QdrantVectorStore
     from pipeline.state import StateStore
-    from pipeline.vectorstore import QdrantVectorStore
 
 T = TypeVar("T")
 
@@ -71,7 +71,7 @@ class Resources:
     @property
     def embedder(self) -> Embedder:
         def build() -> Embedder:
-            from pipeline.embeddings import build_embedder
+            from pipeline.retrieval.embeddings import build_embedder
 
             s = self.settings
             if s.embedding_provider == "openai":
@@ -89,7 +89,7 @@ class Resources:
     @property
     def vector_store(self) -> QdrantVectorStore:
         def build() -> QdrantVectorStore:
-            from pipeline.vectorstore import QdrantVectorStore, open_qdrant
+            from pipeline.retrieval.vectorstore import QdrantVectorStore, open_qdrant
 
             s = self.settings
             if s.qdrant_url:
@@ -107,7 +107,7 @@ class Resources:
     @property
     def intent_classifier(self) -> IntentClassifier:
         def build() -> IntentClassifier:
-            from pipeline.intent import IntentClassifier
+            from pipeline.intent.classifier import IntentClassifier
 
             return IntentClassifier(self.embedder, threshold=self.settings.intent_threshold)
 
@@ -117,7 +117,7 @@ class Resources:
     @property
     def generator(self) -> Generator:
         def build() -> Generator:
-            from pipeline.stages.generate import build_generator
+            from pipeline.generation.stage import build_generator
 
             return build_generator(self)
 
@@ -142,7 +142,7 @@ class Resources:
             _ = self.vector_store
             warmed.append("vector_store")
         if "llm" in queues:
-            from pipeline.llm.tokens import count_tokens
+            from pipeline.generation.llm.tokens import count_tokens
 
             _ = self.generator
             count_tokens("warm up", self.settings.llm_model)  # loads the BPE ranks (about a second)

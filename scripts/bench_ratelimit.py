@@ -59,8 +59,8 @@ if str(ROOT) not in sys.path:
 import redis  # noqa: E402 - after the repo root is importable
 
 from pipeline.errors import ConveyorError  # noqa: E402
-from pipeline.llm.base import ChatMessage, LLMRequest  # noqa: E402
-from pipeline.llm.openai_compat import OpenAICompatProvider  # noqa: E402
+from pipeline.generation.llm.base import ChatMessage, LLMRequest  # noqa: E402
+from pipeline.generation.llm.openai_compat import OpenAICompatProvider  # noqa: E402
 from scripts.fake_openai_server import FakeOpenAIServer  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -116,7 +116,7 @@ class DeadlineReached(BaseException):
 
 def naive_worker(index: int, base_url: str, duration: float, ready: Any, go: Any, start_at: Any, results: Any) -> None:
     """One process: build the client here (never before the fork), wait for go, call until the deadline."""
-    logging.getLogger("pipeline.llm").setLevel(logging.ERROR)  # it logs every 429 otherwise
+    logging.getLogger("pipeline.generation.llm").setLevel(logging.ERROR)  # it logs every 429 otherwise
     holder: dict[str, float] = {"deadline": float("inf")}
 
     def sleep(seconds: float) -> None:

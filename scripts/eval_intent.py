@@ -28,8 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipeline.embeddings import OnnxMiniLMEmbedder  # noqa: E402
-from pipeline.intent import (  # noqa: E402
+from pipeline.intent.classifier import (  # noqa: E402
     DEFAULT_K,
     DEFAULT_L2,
     DEFAULT_METHOD,
@@ -42,6 +41,7 @@ from pipeline.intent import (  # noqa: E402
     default_examples_path,
     load_examples,
 )
+from pipeline.retrieval.embeddings import OnnxMiniLMEmbedder  # noqa: E402
 
 #: Held-out phrasings written before the v2 examples and kept out of every examples file
 #: (checked below): a second, larger held-out set next to the 25-line dev set. Do not

@@ -32,11 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipeline.embeddings import OnnxMiniLMEmbedder  # noqa: E402
-from pipeline.ingest import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, ingest_paths  # noqa: E402
-from pipeline.retrieval import retrieve_context  # noqa: E402
+from pipeline.retrieval.context import retrieve_context  # noqa: E402
+from pipeline.retrieval.embeddings import OnnxMiniLMEmbedder  # noqa: E402
+from pipeline.retrieval.ingest import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP, ingest_paths  # noqa: E402
+from pipeline.retrieval.vectorstore import Hit, QdrantVectorStore, open_qdrant  # noqa: E402
 from pipeline.text import normalize_for_match  # noqa: E402
-from pipeline.vectorstore import Hit, QdrantVectorStore, open_qdrant  # noqa: E402
 
 TENANT = "eval"
 

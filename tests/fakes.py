@@ -1,6 +1,6 @@
 """In-repo fakes for unit tests.
 
-``InMemoryVectorStore`` implements ``pipeline.vectorstore.VectorStore`` with numpy cosine
+``InMemoryVectorStore`` implements ``pipeline.retrieval.vectorstore.VectorStore`` with numpy cosine
 similarity; the contract suite in ``tests/unit/test_vectorstore_contract.py`` runs the same
 assertions against it and against real Qdrant local mode, so tests that use the fake
 exercise the behaviour production sees.
@@ -20,10 +20,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.chunking import Chunk
-from pipeline.embeddings import OnnxMiniLMEmbedder, l2_normalize
 from pipeline.errors import InvalidInput
-from pipeline.vectorstore import Hit, UpsertReport, check_query_vector, check_upsert_args, point_id
+from pipeline.retrieval.chunking import Chunk
+from pipeline.retrieval.embeddings import OnnxMiniLMEmbedder, l2_normalize
+from pipeline.retrieval.vectorstore import Hit, UpsertReport, check_query_vector, check_upsert_args, point_id
 
 
 @dataclass

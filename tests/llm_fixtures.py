@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from pipeline.llm.base import ChatMessage, LLMRequest
-from pipeline.llm.openai_compat import OpenAICompatProvider
+from pipeline.generation.llm.base import ChatMessage, LLMRequest
+from pipeline.generation.llm.openai_compat import OpenAICompatProvider
 from scripts.fake_openai_server import FakeOpenAIServer
 
 #: looks like a real key so a leak would be obvious in any log or message.

@@ -219,7 +219,7 @@ def worker(queues: str, pool: str, concurrency: int | None, loglevel: str, hostn
 @click.option("--tenant", default="default", show_default=True)
 def ingest(paths: tuple[Path, ...], tenant: str) -> None:
     """Read .md/.txt/.html files (or folders), chunk them by section and upsert into Qdrant."""
-    from pipeline.ingest import ingest_paths
+    from pipeline.retrieval.ingest import ingest_paths
 
     settings = _settings()
     with _runtime(settings, need_worker=False) as rt:

@@ -60,7 +60,7 @@ def run_demo(
     timeout: float,
     echo: Callable[[str], None] = print,
 ) -> DemoOutcome:
-    from pipeline.ingest import ingest_paths
+    from pipeline.retrieval.ingest import ingest_paths
     from workers.client import JobFailed
 
     settings = rt.resources.settings

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.stages.generate import run_generate
-from pipeline.stages.guard import run_guard
-from pipeline.stages.intent import run_intent
-from pipeline.stages.record import run_record
-from pipeline.stages.retrieve import run_retrieve
+from pipeline.generation.stage import run_generate
+from pipeline.guard.stage import run_guard
+from pipeline.intent.stage import run_intent
+from pipeline.record import run_record
+from pipeline.retrieval.stage import run_retrieve
 
 #: stage name -> stage function, in pipeline order.
 STAGE_FUNCTIONS: dict[str, Callable[[Any, Any], Any]] = {

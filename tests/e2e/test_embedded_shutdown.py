@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from kombu.transport import memory
 
-from pipeline.ingest import ingest_paths
+from pipeline.retrieval.ingest import ingest_paths
 from pipeline.settings import load_settings
 from schemas import JobRequest
 from workers.app import QUEUES

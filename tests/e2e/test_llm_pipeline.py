@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.ingest import ingest_paths
+from pipeline.retrieval.ingest import ingest_paths
 from pipeline.settings import load_settings
 from schemas import JobRequest
 from scripts.fake_openai_server import FakeOpenAIServer

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from pipeline.errors import RateLimited
-from pipeline.llm.ratelimit import SharedRateLimiter
+from pipeline.generation.llm.ratelimit import SharedRateLimiter
 from tests.llm_fixtures import FakeClock, RecordingSleep
 
 pytestmark = pytest.mark.integration

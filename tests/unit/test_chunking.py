@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from pipeline.chunking import chunk_document, chunk_id_for, document_title, parse_sections
-from pipeline.embeddings import minilm_token_count
+from pipeline.retrieval.chunking import chunk_document, chunk_id_for, document_title, parse_sections
+from pipeline.retrieval.embeddings import minilm_token_count
 from pipeline.text import normalize_for_match, strip_markup
 
 CONTRACT = """# Services Agreement

@@ -7,14 +7,6 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from pipeline.embeddings import (
-    Embedder,
-    OnnxMiniLMEmbedder,
-    OpenAIEmbedder,
-    build_embedder,
-    minilm_token_count,
-    minilm_token_counts,
-)
 from pipeline.errors import (
     InternalError,
     InvalidInput,
@@ -22,6 +14,14 @@ from pipeline.errors import (
     ProviderUnavailable,
     RateLimited,
     StageTimeout,
+)
+from pipeline.retrieval.embeddings import (
+    Embedder,
+    OnnxMiniLMEmbedder,
+    OpenAIEmbedder,
+    build_embedder,
+    minilm_token_count,
+    minilm_token_counts,
 )
 from tests.fakes import shared_minilm
 

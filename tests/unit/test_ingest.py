@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InternalError, InvalidInput
-from pipeline.ingest import ingest_paths, ingest_text, iter_document_paths, read_document
+from pipeline.retrieval.ingest import ingest_paths, ingest_text, iter_document_paths, read_document
 from tests.fakes import HashingEmbedder, InMemoryVectorStore
 
 CONTRACT_MD = """# Supply Agreement

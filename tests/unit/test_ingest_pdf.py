@@ -15,9 +15,9 @@ import pypdf
 import pytest
 from pypdf.errors import PyPdfError
 
-from pipeline.chunking import chunk_document
 from pipeline.errors import InvalidInput
-from pipeline.ingest import ingest_paths, ingest_text, read_document
+from pipeline.retrieval.chunking import chunk_document
+from pipeline.retrieval.ingest import ingest_paths, ingest_text, read_document
 from tests.fakes import HashingEmbedder, InMemoryVectorStore
 
 Line = tuple[int, str]  # (font size in points, text)

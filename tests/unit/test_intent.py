@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.embeddings import OnnxMiniLMEmbedder
 from pipeline.errors import InternalError, InvalidInput
-from pipeline.intent import (
+from pipeline.intent.classifier import (
     DEFAULT_METHOD,
     DEFAULT_THRESHOLD,
     EXAMPLES_VERSION,
@@ -22,6 +21,7 @@ from pipeline.intent import (
     fit_temperature,
     load_examples,
 )
+from pipeline.retrieval.embeddings import OnnxMiniLMEmbedder
 from pipeline.settings import Settings
 from tests.fakes import HashingEmbedder, shared_minilm
 

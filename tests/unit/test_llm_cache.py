@@ -10,8 +10,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pipeline.llm.base import LLMResponse
-from pipeline.llm.cache import MemoryResponseCache, ResponseCache, cache_key
+from pipeline.generation.llm.base import LLMResponse
+from pipeline.generation.llm.cache import MemoryResponseCache, ResponseCache, cache_key
 from scripts.fake_openai_server import FakeOpenAIServer
 from tests.llm_fixtures import FakeClock, make_provider, request
 

@@ -14,10 +14,10 @@ from pipeline.errors import (
     RetryableError,
     StageTimeout,
 )
-from pipeline.llm.base import ContextOverflow
-from pipeline.llm.fallback import FallbackProvider
-from pipeline.llm.pricing import PriceTable
-from pipeline.llm.retry import max_upstream_calls
+from pipeline.generation.llm.base import ContextOverflow
+from pipeline.generation.llm.fallback import FallbackProvider
+from pipeline.generation.llm.pricing import PriceTable
+from pipeline.generation.llm.retry import max_upstream_calls
 from scripts.fake_openai_server import FakeOpenAIServer
 from tests.llm_fixtures import ProviderFactory, request
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import InvalidInput
-from pipeline.llm.pricing import PriceTable, cost
+from pipeline.generation.llm.pricing import PriceTable, cost
 
 
 def test_known_model_cost() -> None:

@@ -17,11 +17,11 @@ from pipeline.errors import (
     RetryableError,
     StageTimeout,
 )
-from pipeline.llm.base import ContextOverflow, is_context_overflow
-from pipeline.llm.openai_compat import OpenAICompatProvider, chat_completions_url, parse_retry_after
-from pipeline.llm.pricing import PriceTable
-from pipeline.llm.ratelimit import LocalRateLimiter
-from pipeline.llm.retry import max_upstream_calls
+from pipeline.generation.llm.base import ContextOverflow, is_context_overflow
+from pipeline.generation.llm.openai_compat import OpenAICompatProvider, chat_completions_url, parse_retry_after
+from pipeline.generation.llm.pricing import PriceTable
+from pipeline.generation.llm.ratelimit import LocalRateLimiter
+from pipeline.generation.llm.retry import max_upstream_calls
 from scripts.fake_openai_server import FakeOpenAIServer
 from tests.llm_fixtures import TEST_API_KEY, FakeClock, RecordingSleep, make_provider, request
 

@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pipeline.errors import InvalidInput, ProviderUnavailable, RateLimited
-from pipeline.llm.ratelimit import LocalRateLimiter, SharedRateLimiter, gcra_plan
+from pipeline.generation.llm.ratelimit import LocalRateLimiter, SharedRateLimiter, gcra_plan
 from tests.llm_fixtures import FakeClock, RecordingSleep
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import InvalidInput, ProviderRejected, ProviderUnavailable, RateLimited, StageTimeout
-from pipeline.llm.retry import RetryBudget, RetryPolicy, call_with_retry, max_upstream_calls
+from pipeline.generation.llm.retry import RetryBudget, RetryPolicy, call_with_retry, max_upstream_calls
 from tests.llm_fixtures import RecordingSleep
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import InvalidInput
-from pipeline.llm.base import ChatMessage
-from pipeline.llm.tokens import (
+from pipeline.generation.llm.base import ChatMessage
+from pipeline.generation.llm.tokens import (
     count_messages,
     count_tokens,
     encode,
@@ -89,7 +89,7 @@ def test_counting_needs_no_network() -> None:
         socket.socket.connect = refuse
         socket.create_connection = refuse
         socket.getaddrinfo = refuse
-        from pipeline.llm.tokens import count_tokens
+        from pipeline.generation.llm.tokens import count_tokens
         print(count_tokens("hello world", "gpt-4o"), count_tokens("hello world", "gpt-4"))
         """
     )

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.chunking import Chunk, chunk_id_for, content_hash_of
 from pipeline.errors import InvalidInput
-from pipeline.retrieval import coverage_selection, dedupe_hits, fit_budget, retrieve_context
-from pipeline.vectorstore import Hit
+from pipeline.retrieval.chunking import Chunk, chunk_id_for, content_hash_of
+from pipeline.retrieval.context import coverage_selection, dedupe_hits, fit_budget, retrieve_context
+from pipeline.retrieval.vectorstore import Hit
 from tests.fakes import HashingEmbedder, InMemoryVectorStore
 
 DIM = 128

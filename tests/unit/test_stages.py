@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from pipeline.errors import GuardrailBlocked, InvalidInput
-from pipeline.ingest import ingest_paths, ingest_text
 from pipeline.resources import Resources
+from pipeline.retrieval.ingest import ingest_paths, ingest_text
 from pipeline.settings import load_settings
 from pipeline.stages import run_generate, run_guard, run_intent, run_record, run_retrieve
 from schemas import GuardResult, Intent, IntentResult, JobRequest, JobStatus

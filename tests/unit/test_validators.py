@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.guard.validators import build_validators, run_validators
 from pipeline.settings import GuardPolicy
-from pipeline.validators import build_validators, run_validators
 from schemas import Completion, ContextChunk, GenerationResult, Intent, JobRequest
 
 TERM = "Lease | 3. Term\nThe term of this Lease is five (5) years, commencing on October 1, 2025."

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from pipeline.chunking import Chunk, chunk_id_for, content_hash_of
 from pipeline.errors import (
     InternalError,
     InvalidInput,
@@ -24,7 +23,8 @@ from pipeline.errors import (
     RateLimited,
     StageTimeout,
 )
-from pipeline.vectorstore import (
+from pipeline.retrieval.chunking import Chunk, chunk_id_for, content_hash_of
+from pipeline.retrieval.vectorstore import (
     QdrantVectorStore,
     UpsertReport,
     VectorStore,

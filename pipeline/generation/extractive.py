@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.chunking import chunk_body
-from pipeline.embeddings import Embedder
+from pipeline.retrieval.chunking import chunk_body
+from pipeline.retrieval.embeddings import Embedder
 from pipeline.text import split_sentences
 from schemas import Answer, Completion, ContextChunk, ContractSummary, Intent, RetrievalResult
 

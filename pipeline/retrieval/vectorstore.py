@@ -20,7 +20,6 @@ import httpx
 import numpy as np
 from pydantic import SecretStr
 
-from pipeline.chunking import Chunk
 from pipeline.errors import (
     ConveyorError,
     InternalError,
@@ -30,6 +29,7 @@ from pipeline.errors import (
     RateLimited,
     StageTimeout,
 )
+from pipeline.retrieval.chunking import Chunk
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient

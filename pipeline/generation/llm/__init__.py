@@ -4,7 +4,7 @@ Plain Python with no Celery import; clients are built lazily so importing this p
 connects to nothing. See retry.py for the retry budget formula.
 """
 
-from pipeline.llm.base import (
+from pipeline.generation.llm.base import (
     ChatMessage,
     ContextOverflow,
     LLMProvider,
@@ -14,12 +14,12 @@ from pipeline.llm.base import (
     ResponseStore,
     is_context_overflow,
 )
-from pipeline.llm.cache import MemoryResponseCache, ResponseCache, cache_key
-from pipeline.llm.fallback import FallbackProvider
-from pipeline.llm.openai_compat import OpenAICompatProvider, chat_completions_url, parse_retry_after
-from pipeline.llm.pricing import DEFAULT_PRICES, Price, PriceTable, cost
-from pipeline.llm.ratelimit import LocalRateLimiter, SharedRateLimiter
-from pipeline.llm.retry import RetryBudget, RetryPolicy, call_with_retry, max_upstream_calls
+from pipeline.generation.llm.cache import MemoryResponseCache, ResponseCache, cache_key
+from pipeline.generation.llm.fallback import FallbackProvider
+from pipeline.generation.llm.openai_compat import OpenAICompatProvider, chat_completions_url, parse_retry_after
+from pipeline.generation.llm.pricing import DEFAULT_PRICES, Price, PriceTable, cost
+from pipeline.generation.llm.ratelimit import LocalRateLimiter, SharedRateLimiter
+from pipeline.generation.llm.retry import RetryBudget, RetryPolicy, call_with_retry, max_upstream_calls
 
 __all__ = [
     "DEFAULT_PRICES",

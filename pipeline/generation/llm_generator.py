@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from pipeline.errors import validation_problems
-from pipeline.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMResponse
-from pipeline.llm.tokens import count_tokens
-from pipeline.prompts import build_messages, repair_message
-from pipeline.validators import output_schema
+from pipeline.generation.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMResponse
+from pipeline.generation.llm.tokens import count_tokens
+from pipeline.generation.prompts import build_messages, repair_message
+from pipeline.guard.validators import output_schema
 from schemas import Completion, RetrievalResult, Usage
 
 if TYPE_CHECKING:
@@ -115,10 +115,10 @@ class LLMGenerator:
 
 def build_llm_generator(res: Resources) -> LLMGenerator:
     """Wire provider, shared rate limiter (Redis when there is one), cache and fallbacks."""
-    from pipeline.llm.cache import MemoryResponseCache, ResponseCache
-    from pipeline.llm.fallback import FallbackProvider
-    from pipeline.llm.openai_compat import OpenAICompatProvider
-    from pipeline.llm.ratelimit import LocalRateLimiter, SharedRateLimiter
+    from pipeline.generation.llm.cache import MemoryResponseCache, ResponseCache
+    from pipeline.generation.llm.fallback import FallbackProvider
+    from pipeline.generation.llm.openai_compat import OpenAICompatProvider
+    from pipeline.generation.llm.ratelimit import LocalRateLimiter, SharedRateLimiter
 
     s = res.settings
     assert s.llm_base_url is not None

@@ -17,10 +17,10 @@ class Generator(Protocol):
 def build_generator(res: Resources) -> Generator:
     """An LLM when ``CONVEYOR_LLM_BASE_URL`` is set, else the honest extractive default."""
     if res.settings.llm_base_url:
-        from pipeline.llm_generator import build_llm_generator
+        from pipeline.generation.llm_generator import build_llm_generator
 
         return build_llm_generator(res)
-    from pipeline.extractive import ExtractiveGenerator
+    from pipeline.generation.extractive import ExtractiveGenerator
 
     return ExtractiveGenerator(res.embedder)
 

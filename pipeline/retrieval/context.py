@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from pipeline.errors import InvalidInput
-from pipeline.intent import INTENTS
+from pipeline.intent.classifier import INTENTS
+from pipeline.retrieval.vectorstore import Hit, VectorStore
 from pipeline.text import normalize_for_match
-from pipeline.vectorstore import Hit, VectorStore
 
 COVERAGE_INTENTS = frozenset({"summarize"})
 #: candidates fetched per requested chunk, so deduplication still leaves k.
@@ -32,7 +32,7 @@ ADJACENT_CONTAINMENT = 0.5
 
 
 def _default_counter() -> Callable[[str], int]:
-    from pipeline.embeddings import minilm_token_count
+    from pipeline.retrieval.embeddings import minilm_token_count
 
     return minilm_token_count
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.errors import ConveyorError, InvalidInput, ProviderRejected, RetryableError
-from pipeline.llm.base import LLMProvider, LLMRequest, LLMResponse, is_context_overflow
+from pipeline.generation.llm.base import LLMProvider, LLMRequest, LLMResponse, is_context_overflow
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pipeline.errors import InvalidInput
 if TYPE_CHECKING:
     from bpe_openai import Encoding
 
-    from pipeline.llm.base import ChatMessage
+    from pipeline.generation.llm.base import ChatMessage
 
 #: OpenAI cookbook ("How to count tokens with tiktoken") constants for chat models.
 TOKENS_PER_MESSAGE = 3

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.errors import InvalidInput
+from pipeline.generation.llm.tokens import count_tokens
 from pipeline.guard import detect_injection
-from pipeline.llm.tokens import count_tokens
-from pipeline.retrieval import retrieve_context
+from pipeline.retrieval.context import retrieve_context
 from schemas import ContextChunk, Intent, IntentResult, RetrievalResult
 
 if TYPE_CHECKING:

@@ -54,8 +54,8 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.embeddings import Embedder, l2_normalize
 from pipeline.errors import InternalError, InvalidInput
+from pipeline.retrieval.embeddings import Embedder, l2_normalize
 
 INTENTS: tuple[str, ...] = ("summarize", "question", "extract", "risk", "other")
 FALLBACK_INTENT = "other"

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import redis
 from pydantic import ValidationError
 
-from pipeline.llm.base import LLMRequest, LLMResponse
+from pipeline.generation.llm.base import LLMRequest, LLMResponse
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.chunking import chunk_document
-from pipeline.embeddings import Embedder
 from pipeline.errors import InternalError, InvalidInput
+from pipeline.retrieval.chunking import chunk_document
+from pipeline.retrieval.embeddings import Embedder
+from pipeline.retrieval.vectorstore import UpsertReport, VectorStore
 from pipeline.text import strip_markup
-from pipeline.vectorstore import UpsertReport, VectorStore
 
 TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".html", ".htm"})
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | {".pdf"}

@@ -188,7 +188,7 @@ def _squash(text: str) -> str:
 
 
 def _default_counter() -> Callable[[str], int]:
-    from pipeline.embeddings import minilm_token_count
+    from pipeline.retrieval.embeddings import minilm_token_count
 
     return minilm_token_count
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipeline.errors import GuardrailBlocked, OutputInvalid
-from pipeline.prompts import system_prompts
-from pipeline.validators import build_validators, run_validators
+from pipeline.generation.prompts import system_prompts
+from pipeline.guard.validators import build_validators, run_validators
 from schemas import GenerationResult, GuardResult
 
 if TYPE_CHECKING:

@@ -44,9 +44,9 @@ from pipeline.errors import (
     RateLimited,
     StageTimeout,
 )
-from pipeline.llm.base import ContextOverflow, LLMRequest, LLMResponse, RateLimiter, ResponseStore
-from pipeline.llm.pricing import PriceTable
-from pipeline.llm.retry import RetryPolicy, call_with_retry
+from pipeline.generation.llm.base import ContextOverflow, LLMRequest, LLMResponse, RateLimiter, ResponseStore
+from pipeline.generation.llm.pricing import PriceTable
+from pipeline.generation.llm.retry import RetryPolicy, call_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class OpenAICompatProvider:
     def _estimate_tokens(self, request: LLMRequest, model: str) -> int:
         """Budget for the rate limiter: prompt tokens plus the completion the request allows."""
         try:
-            from pipeline.llm.tokens import count_messages
+            from pipeline.generation.llm.tokens import count_messages
 
             prompt = count_messages(request.messages, model)
         except Exception:  # an estimate must never fail the call: fall back to ~4 characters a token
@@ -346,7 +346,7 @@ class OpenAICompatProvider:
         if isinstance(reported_p, int) and isinstance(reported_c, int):
             prompt_tokens, completion_tokens = reported_p, reported_c
         else:
-            from pipeline.llm.tokens import count_messages, count_tokens
+            from pipeline.generation.llm.tokens import count_messages, count_tokens
 
             prompt_tokens = count_messages(request.messages, model)
             completion_tokens = count_tokens(content if isinstance(content, str) else "", model)

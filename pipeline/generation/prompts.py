@@ -12,8 +12,8 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pipeline.llm.base import ChatMessage
-from pipeline.validators import output_schema
+from pipeline.generation.llm.base import ChatMessage
+from pipeline.guard.validators import output_schema
 from schemas import ContextChunk, Intent
 
 _SYSTEM = (
