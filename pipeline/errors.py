@@ -17,6 +17,11 @@ so that the Celery side only has to ask one question: retry, or dead-letter?
         ├── GuardrailBlocked            a guard validator blocked the output or the request
         └── InternalError               a bug: anything not translated above
 
+Outside the tree stands ``Requeue(delay_s)``: not a failure but "not yet" (our own shared
+rate limiter has no slot within the allowed wait). No retry layer, fallback or error
+translation acts on it; the worker puts the job back on its queue with that countdown,
+without spending the stage's retry budget (arq's ``Retry(defer=...)``).
+
 ``failure_class`` is the stable string stored on a dead letter and used in metrics; a
 retryable error that outlives its retry budget keeps its class and is marked
 ``retries_exhausted`` on the dead letter.
@@ -98,6 +103,14 @@ class GuardrailBlocked(PermanentError):
 class InternalError(PermanentError):
     failure_class = "internal_error"
 
+
+class Requeue(Exception):
+    """Put the job back on its stage's queue in ``delay_s`` seconds; a signal, never dead-lettered."""
+
+    def __init__(self, delay_s: float, reason: str) -> None:
+        super().__init__(f"re-queue in {delay_s:.3f}s: {reason}")
+        self.delay_s = max(0.0, float(delay_s))
+        self.reason = reason
 
 
 def validation_problems(exc: ValidationError, root: str) -> list[str]:
