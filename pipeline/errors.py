@@ -2,17 +2,18 @@
 
 Every failure a stage can raise is one of these. Foreign exceptions (httpx, qdrant,
 pydantic, onnxruntime…) are translated at the boundary with ``raise X(...) from exc``
-so that the Celery side only has to ask one question: retry, or dead-letter?
+so that the Celery side only has to ask one question: retry, or dead-letter? HTTP status
+codes and httpx exceptions have one table for every client: pipeline/http_errors.py.
 
     ConveyorError
     ├── RetryableError                 Celery retries these (capped backoff + jitter)
-    │   ├── RateLimited                 429 / shared limiter says wait; carries retry_after
-    │   ├── ProviderUnavailable         5xx, connection refused/reset, store unreachable
-    │   ├── StageTimeout                upstream call or stage exceeded its time budget
+    │   ├── RateLimited                 upstream 429; carries retry_after (Retry-After)
+    │   ├── ProviderUnavailable         5xx, 409, connection refused/reset, store unreachable
+    │   ├── StageTimeout                upstream call (or its 408) or stage exceeded its time budget
     │   └── Interrupted                 the embedded worker stopped before the job finished
     └── PermanentError                 straight to the dead-letter store, never retried
         ├── InvalidInput                the request itself is wrong (schema, size, unknown doc)
-        ├── ProviderRejected            4xx other than 408/409/429, refusal, context overflow
+        ├── ProviderRejected            other 4xx (and a 429 for spent quota), refusal, context overflow
         ├── OutputInvalid               completion does not parse into the intent's schema
         ├── GuardrailBlocked            a guard validator blocked the output or the request
         └── InternalError               a bug: anything not translated above

@@ -18,14 +18,8 @@ import httpx
 import numpy as np
 from pydantic import SecretStr
 
-from pipeline.errors import (
-    InternalError,
-    InvalidInput,
-    ProviderRejected,
-    ProviderUnavailable,
-    RateLimited,
-    StageTimeout,
-)
+from pipeline.errors import InternalError, InvalidInput, ProviderRejected, ProviderUnavailable
+from pipeline.http_errors import error_for_response, translate_transport_errors
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -196,9 +190,10 @@ class OnnxMiniLMEmbedder:
 class OpenAIEmbedder:
     """Any OpenAI-compatible ``POST {base_url}/v1/embeddings`` endpoint over httpx.
 
-    No retries here: the stage-level Celery retry owns that layer, so failures are
-    only translated (429 -> RateLimited with Retry-After, 5xx/connection ->
-    ProviderUnavailable, timeouts -> StageTimeout, other 4xx -> ProviderRejected).
+    No retries here: the stage-level Celery retry owns that layer, so failures are only
+    translated, by the table in pipeline/http_errors.py that the LLM client shares (so a
+    429, a 408 or a timeout means the same thing from both). On top of it: an unreadable
+    200 body is ProviderUnavailable, a wrong vector shape ProviderRejected.
     """
 
     def __init__(
@@ -243,19 +238,19 @@ class OpenAIEmbedder:
         return self.embed([text])[0]
 
     def _post(self, batch: list[str]) -> np.ndarray:
+        secret = self._api_key.get_secret_value() if self._api_key is not None else None
         headers = {"Content-Type": "application/json"}
-        if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        if secret is not None:
+            headers["Authorization"] = f"Bearer {secret}"
         url = f"{self.base_url}/v1/embeddings"
-        try:
+        where = f"embeddings:{self.model_id}"
+        with translate_transport_errors(where, self._timeout, secret):
             response = self._http().post(
                 url, json={"model": self.model_id, "input": batch}, headers=headers, timeout=self._timeout
             )
-        except httpx.TimeoutException as exc:
-            raise StageTimeout(f"embeddings request timed out after {self._timeout}s") from exc
-        except httpx.TransportError as exc:
-            raise ProviderUnavailable(f"embeddings endpoint unreachable: {exc}") from exc
-        _raise_for_status(response)
+        error = error_for_response(response, where, secret)
+        if error is not None:
+            raise error
         try:
             data = sorted(response.json()["data"], key=lambda item: item["index"])
             matrix = np.asarray([item["embedding"] for item in data], dtype=np.float32)
@@ -266,40 +261,6 @@ class OpenAIEmbedder:
                 f"embeddings endpoint returned shape {matrix.shape}, expected ({len(batch)}, {self.dim})"
             )
         return l2_normalize(matrix)
-
-
-def _raise_for_status(response: httpx.Response) -> None:
-    status = response.status_code
-    if status < 400:
-        return
-    detail = {"status": status, "body": response.text[:300]}
-    if status == 429:
-        raise RateLimited(
-            "embeddings endpoint rate limited the request",
-            retry_after=_retry_after(response.headers.get("retry-after")),
-            details=detail,
-        )
-    if status == 408:
-        raise StageTimeout("embeddings endpoint timed out (408)", details=detail)
-    if status >= 500 or status == 409:
-        raise ProviderUnavailable(f"embeddings endpoint failed with {status}", details=detail)
-    raise ProviderRejected(f"embeddings endpoint rejected the request with {status}", details=detail)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            from datetime import UTC, datetime
-
-            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-        except (TypeError, ValueError):
-            return None
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

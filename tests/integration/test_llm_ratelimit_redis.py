@@ -1,4 +1,5 @@
-"""SharedRateLimiter on the real Redis: atomic across processes, Redis TIME, both budgets.
+"""SharedRateLimiter on the real Redis: atomic across processes, Redis TIME, both budgets,
+and a refusal that leaves the provider chain as Requeue.
 
 Uses the project's ``redis_url`` fixture (tests/conftest.py): a test database, skipped
 without Redis locally, a failure under CI=true.
@@ -10,12 +11,15 @@ import multiprocessing
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis
 
-from pipeline.errors import RateLimited
+from pipeline.errors import Requeue
+from pipeline.generation.llm.fallback import FallbackProvider
+from pipeline.generation.llm.openai_compat import OpenAICompatProvider
 from pipeline.generation.llm.ratelimit import SharedRateLimiter
-from tests.llm_fixtures import FakeClock, RecordingSleep
+from tests.llm_fixtures import FakeClock, RecordingSleep, request
 
 pytestmark = pytest.mark.integration
 
@@ -74,9 +78,9 @@ def test_token_budget_and_refusal(store: tuple[redis.Redis, str]) -> None:
     clock = FakeClock(FROZEN)
     limiter = SharedRateLimiter(client, f"{prefix}:tpm", rpm=600, tpm=6_000, sleep=RecordingSleep(), clock=clock)
     assert limiter.acquire(1_000) == 0.0  # 100 tokens/s: the next call waits 10 s
-    with pytest.raises(RateLimited) as info:
+    with pytest.raises(Requeue) as info:
         limiter.acquire(10, max_wait_s=5)
-    assert info.value.retry_after == pytest.approx(10.0)
+    assert info.value.delay_s == pytest.approx(10.0)
     clock.advance(10)
     assert limiter.acquire(10, block=False) == 0.0
 
@@ -90,3 +94,26 @@ def test_limiters_sharing_a_key_share_the_budget(store: tuple[redis.Redis, str])
     assert [a.acquire(), b.acquire(), a.acquire(), other.acquire()] == [0.0, 2.0, 4.0, 0.0]
     a.reset()
     assert b.acquire() == 0.0
+
+
+def test_refusal_leaves_the_provider_chain_as_requeue(store: tuple[redis.Redis, str]) -> None:
+    """Redis says "no slot within 0.5 s": no sleep, no HTTP call, no retry, no fallback."""
+    client, prefix = store
+    sleep = RecordingSleep()
+    limiter = SharedRateLimiter(
+        client, f"{prefix}:requeue", rpm=30, max_wait_s=0.5, sleep=sleep, clock=FakeClock(FROZEN)
+    )
+    assert limiter.acquire() == 0.0  # the next slot is 2 s away
+    sent: list[httpx.Request] = []
+
+    def handler(r: httpx.Request) -> httpx.Response:
+        sent.append(r)
+        return httpx.Response(500)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        provider = OpenAICompatProvider("http://llm.test/v1", rate_limiter=limiter, client=http, sleep=sleep)
+        chain = FallbackProvider([(provider, "model-a"), (provider, "model-b")])
+        with pytest.raises(Requeue) as info:
+            chain.complete(request())
+    assert sent == [] and sleep.calls == []
+    assert info.value.delay_s == pytest.approx(2.0)

@@ -144,9 +144,7 @@ class TestOpenAIEmbedder:
         assert _openai(handler, api_key=None).embed_one("x").shape == (4,)
 
     def test_429_is_rate_limited_with_retry_after(self) -> None:
-        embedder = _openai(
-            lambda r: httpx.Response(429, headers={"Retry-After": "7"}, json={"error": "slow"})
-        )
+        embedder = _openai(lambda r: httpx.Response(429, headers={"Retry-After": "7"}, json={"error": "slow"}))
         with pytest.raises(RateLimited) as info:
             embedder.embed(["x"])
         assert info.value.retry_after == 7.0

@@ -1,13 +1,9 @@
-"""Price table: defaults, prefix matching, overrides, unknown models flagged."""
+"""Price table: defaults, prefix matching, unknown models flagged."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from pipeline.errors import InvalidInput
 from pipeline.generation.llm.pricing import PriceTable, cost
 
 
@@ -37,30 +33,3 @@ def test_unknown_model_is_zero_and_flagged() -> None:
     assert quote.usd == 0.0 and not quote.known
     assert not PriceTable().known("mystery")
     assert PriceTable().cost("mystery", 10, 10) == 0.0
-
-
-def test_overrides_from_mapping_json_and_file(tmp_path: Path) -> None:
-    table = PriceTable.with_overrides({"gpt-4o-mini": [1.0, 2.0], "my-model": {"input_per_1m": 3, "output_per_1m": 4}})
-    assert table.cost("gpt-4o-mini", 1_000_000, 0) == 1.0
-    assert table.cost("my-model", 0, 1_000_000) == 4.0
-    assert table.known("gpt-4o")  # defaults kept
-    assert PriceTable.with_overrides('{"x": [1, 1]}').known("x")
-    path = tmp_path / "prices.json"
-    path.write_text(json.dumps({"y": [0.5, 0.5]}))
-    assert PriceTable.with_overrides(path).cost("y", 2_000_000, 0) == 1.0
-    assert PriceTable.with_overrides(str(path)).known("y")
-
-
-@pytest.mark.parametrize("bad", ['{"x": 3}', '{"x": [1]}', '{"x": [-1, 1]}', "[1, 2]", "{not json"])
-def test_bad_overrides_are_invalid_input(bad: str) -> None:
-    with pytest.raises(InvalidInput):
-        PriceTable.with_overrides(bad)
-
-
-def test_non_object_json_file_or_missing_file_is_invalid(tmp_path: Path) -> None:
-    path = tmp_path / "p.json"
-    path.write_text("[1, 2]")
-    with pytest.raises(InvalidInput):
-        PriceTable.with_overrides(path)
-    with pytest.raises(InvalidInput):
-        PriceTable.with_overrides(tmp_path / "missing.json")

@@ -10,7 +10,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pipeline.errors import InvalidInput, ProviderUnavailable, RateLimited
+from pipeline.errors import InvalidInput, ProviderUnavailable, Requeue
 from pipeline.generation.llm.ratelimit import LocalRateLimiter, SharedRateLimiter, gcra_plan
 from tests.llm_fixtures import FakeClock, RecordingSleep
 
@@ -64,14 +64,14 @@ def test_both_budgets_must_allow() -> None:
     assert limiter.acquire(0) == pytest.approx(6.0)  # requests bind: one per second after the last
 
 
-def test_max_wait_and_non_blocking_raise_rate_limited_and_reserve_nothing() -> None:
+def test_max_wait_and_non_blocking_raise_requeue_and_reserve_nothing() -> None:
     clock, sleep = FakeClock(), RecordingSleep()
     limiter = LocalRateLimiter(rpm=60, sleep=sleep, clock=clock, max_wait_s=0.5)
     limiter.acquire()
-    with pytest.raises(RateLimited) as info:
+    with pytest.raises(Requeue) as info:
         limiter.acquire()
-    assert info.value.retry_after == pytest.approx(1.0)
-    with pytest.raises(RateLimited):
+    assert info.value.delay_s == pytest.approx(1.0)
+    with pytest.raises(Requeue):
         limiter.acquire(block=False)
     assert limiter.acquire(max_wait_s=5) == pytest.approx(1.0)
     assert sleep.calls == [1.0]
@@ -130,13 +130,13 @@ def test_shared_limiter_matches_the_local_one(fake_redis: redis.Redis) -> None:
         )
 
 
-def test_shared_limiter_refusal_carries_retry_after(fake_redis: redis.Redis) -> None:
+def test_shared_limiter_refusal_is_requeue_with_the_needed_wait(fake_redis: redis.Redis) -> None:
     clock = FakeClock()
     limiter = SharedRateLimiter(fake_redis, "rl:refuse", rpm=30, sleep=RecordingSleep(), clock=clock)
     assert limiter.acquire(block=False) == 0.0
-    with pytest.raises(RateLimited) as info:
+    with pytest.raises(Requeue) as info:
         limiter.acquire(block=False)
-    assert info.value.retry_after == pytest.approx(2.0)
+    assert info.value.delay_s == pytest.approx(2.0)
 
 
 def test_shared_limiter_uses_redis_time_by_default(fake_redis: redis.Redis) -> None:

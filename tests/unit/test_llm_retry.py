@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import InvalidInput, ProviderRejected, ProviderUnavailable, RateLimited, StageTimeout
-from pipeline.generation.llm.retry import RetryBudget, RetryPolicy, call_with_retry, max_upstream_calls
+from pipeline.errors import InvalidInput, ProviderRejected, ProviderUnavailable, RateLimited, Requeue, StageTimeout
+from pipeline.generation.llm.retry import RetryPolicy, call_with_retry
 from tests.llm_fixtures import RecordingSleep
 
 
@@ -72,10 +72,12 @@ def test_retry_after_above_cap_stops_retrying() -> None:
     assert fn.calls == 1 and sleep.calls == []
 
 
-def test_budget_formula() -> None:
-    assert max_upstream_calls(3, 4, 2) == 24
-    assert RetryBudget(per_call_attempts=3, stage_attempts=4, models=2).max_upstream_calls == 24
-    assert RetryPolicy(max_attempts=3, retry_after_cap_s=20).max_sleep_s() == 40
+def test_requeue_is_a_signal_not_retried_nor_slept_on() -> None:
+    signal = Requeue(delay_s=4.0, reason="no slot")
+    fn, sleep = Flaky(signal), RecordingSleep()
+    with pytest.raises(Requeue) as info:
+        call_with_retry(fn, RetryPolicy(max_attempts=5), sleep=sleep)
+    assert info.value is signal and fn.calls == 1 and sleep.calls == []
 
 
 def test_policy_validation() -> None:

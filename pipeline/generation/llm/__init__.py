@@ -1,7 +1,8 @@
 """The LLM-calling layer: providers, per-call retries, shared rate limit, cache, cost, tokens.
 
 Plain Python with no Celery import; clients are built lazily so importing this package
-connects to nothing. See retry.py for the retry budget formula.
+connects to nothing. See retry.py for the retry budget formula, and pipeline/http_errors.py
+for the HTTP status map shared with the embeddings client.
 """
 
 from pipeline.generation.llm.base import (
@@ -16,10 +17,10 @@ from pipeline.generation.llm.base import (
 )
 from pipeline.generation.llm.cache import MemoryResponseCache, ResponseCache, cache_key
 from pipeline.generation.llm.fallback import FallbackProvider
-from pipeline.generation.llm.openai_compat import OpenAICompatProvider, chat_completions_url, parse_retry_after
+from pipeline.generation.llm.openai_compat import OpenAICompatProvider, chat_completions_url
 from pipeline.generation.llm.pricing import DEFAULT_PRICES, Price, PriceTable, cost
 from pipeline.generation.llm.ratelimit import LocalRateLimiter, SharedRateLimiter
-from pipeline.generation.llm.retry import RetryBudget, RetryPolicy, call_with_retry, max_upstream_calls
+from pipeline.generation.llm.retry import RetryPolicy, call_with_retry
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -37,7 +38,6 @@ __all__ = [
     "RateLimiter",
     "ResponseCache",
     "ResponseStore",
-    "RetryBudget",
     "RetryPolicy",
     "SharedRateLimiter",
     "cache_key",
@@ -45,6 +45,4 @@ __all__ = [
     "chat_completions_url",
     "cost",
     "is_context_overflow",
-    "max_upstream_calls",
-    "parse_retry_after",
 ]

@@ -99,7 +99,10 @@ class LLMProvider(Protocol):
 
 @runtime_checkable
 class RateLimiter(Protocol):
-    """Blocks until a call of ``tokens`` fits the budget; returns the seconds waited."""
+    """Blocks until a call of ``tokens`` fits the budget; returns the seconds waited.
+
+    Raises ``pipeline.errors.Requeue`` when the slot is further away than ``max_wait_s``.
+    """
 
     def acquire(self, tokens: int = 0, *, block: bool = True, max_wait_s: float | None = None) -> float: ...
 

@@ -4,7 +4,9 @@ A model is abandoned when its per-call retries are spent on a RetryableError (it
 down, rate limited or timing out) or when the prompt overflows its context window (a
 bigger model may take it). Any other rejection - a bad request, an auth error, by
 default a refusal - would fail the same way on the next model, or is a content decision
-that should not be shopped around, so it is raised at once.
+that should not be shopped around, so it is raised at once. ``Requeue`` (our own rate
+limiter has no slot yet) is not a ConveyorError and passes straight through: the next
+model would wait behind the same limiter, and the model is not down.
 
 The response (or the final error's ``details``) carries the totals of the whole chain:
 upstream ``calls``, tokens and ``cost_usd``, plus ``models_tried`` in order; the
@@ -52,15 +54,6 @@ class FallbackProvider:
         self.chain = list(chain)
         self.fallback_on_refusal = fallback_on_refusal
         self.name = name
-
-    @property
-    def max_upstream_calls(self) -> int:
-        """Calls one ``complete`` can make: the sum of each link's per-call attempts."""
-        total = 0
-        for provider, _ in self.chain:
-            policy = getattr(provider, "retry_policy", None)
-            total += getattr(policy, "max_attempts", 1)
-        return total
 
     def _moves_on(self, exc: ConveyorError) -> bool:
         if isinstance(exc, RetryableError):

@@ -4,16 +4,18 @@ No SDK: SDKs retry on their own, and one owner per retry layer is the rule (see
 retry.py). The httpx transport is built with ``retries=0`` and one Client per provider
 object, lazily on first use so nothing connects at import or before a worker forks.
 
-Every httpx / JSON failure leaves this module as a ConveyorError:
+Every httpx / JSON failure leaves this module as a ConveyorError. Status codes and
+transport exceptions go through the shared table in pipeline/http_errors.py (the same one
+the embeddings client uses: 429 -> RateLimited with Retry-After, 408 -> StageTimeout, ...);
+on top of it this client decides only what is specific to chat completions:
 
-    429 (not quota)                    -> RateLimited(retry_after from Retry-After / retry-after-ms)
-    408, 409, 5xx, connection errors   -> ProviderUnavailable
-    read / connect / pool timeouts     -> StageTimeout
-    context window exceeded (4xx)      -> ContextOverflow (a ProviderRejected)
-    other 4xx, 429 insufficient_quota  -> ProviderRejected
+    4xx rejection naming the context   -> ContextOverflow (a ProviderRejected; fallback may move on)
     200 with bad JSON / no choices     -> ProviderUnavailable (transient: a proxy hiccup)
     refusal / content_filter           -> ProviderRejected(details["refusal"])
     finish_reason "length"             -> returned, for the guard stage to judge
+
+``Requeue`` from the rate limiter ("no slot within the allowed wait") is not an error: it
+passes through unchanged, untouched by the retry layer and by the InternalError net.
 
 The API key is a SecretStr, sent only in the Authorization header, scrubbed from any
 upstream text we quote, and never logged.
@@ -29,24 +31,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
-from pipeline.errors import (
-    ConveyorError,
-    InternalError,
-    ProviderRejected,
-    ProviderUnavailable,
-    RateLimited,
-    StageTimeout,
-)
+from pipeline.errors import ConveyorError, InternalError, ProviderRejected, ProviderUnavailable, Requeue
 from pipeline.generation.llm.base import ContextOverflow, LLMRequest, LLMResponse, RateLimiter, ResponseStore
 from pipeline.generation.llm.pricing import PriceTable
 from pipeline.generation.llm.retry import RetryPolicy, call_with_retry
+from pipeline.http_errors import error_for_response, error_info, quote, translate_transport_errors
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +50,6 @@ _OVERFLOW_TEXT = re.compile(
     r"|prompt is too long|input is too long|reduce the length of the messages",
     re.IGNORECASE,
 )
-_QUOTED_MAX = 300
 
 
 def chat_completions_url(base_url: str) -> str:
@@ -65,31 +58,6 @@ def chat_completions_url(base_url: str) -> str:
     if base.endswith("/v1"):
         return f"{base}/chat/completions"
     return f"{base}/v1/chat/completions"
-
-
-def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP-date."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    millis = lowered.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = lowered.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -211,6 +179,8 @@ class OpenAICompatProvider:
             completion = call_with_retry(
                 attempt, self.retry_policy, sleep=self._sleep, rng=self._rng, describe=f"{self.name}:{model}"
             )
+        except Requeue:
+            raise  # "not yet", not a failure: the worker re-queues the job
         except ConveyorError as exc:
             exc.details.update(bill.as_details(), model=model, provider=self.name)
             raise
@@ -264,11 +234,11 @@ class OpenAICompatProvider:
             prompt = sum(len(m.content) for m in request.messages) // 4 + 3 * len(request.messages) + 3
         return prompt + (request.max_tokens or 0)
 
+    def _secret(self) -> str | None:
+        return self._api_key.get_secret_value() if self._api_key else None
+
     def _redact(self, text: str) -> str:
-        secret = self._api_key.get_secret_value() if self._api_key else ""
-        if secret:
-            text = text.replace(secret, "***")
-        return text[:_QUOTED_MAX]
+        return quote(text, self._secret())
 
     def _payload(self, request: LLMRequest, model: str) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -286,46 +256,28 @@ class OpenAICompatProvider:
         timeout_s = request.timeout_s or self.timeout_s
         headers = {"Authorization": f"Bearer {self._api_key.get_secret_value()}"} if self._api_key else {}
         where = f"{self.name}:{model}"
-        try:
+        with translate_transport_errors(where, timeout_s, self._secret()):
             response = self._http().post(
                 self.url,
                 json=self._payload(request, model),
                 headers=headers,
                 timeout=httpx.Timeout(timeout_s),
             )
-        except httpx.TimeoutException as exc:
-            raise StageTimeout(
-                f"{where} timed out after {timeout_s:g}s ({type(exc).__name__})",
-                details={"timeout_s": timeout_s},
-            ) from exc
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise InternalError(f"{where}: invalid provider URL ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
-            raise ProviderUnavailable(f"{where}: connection failed ({type(exc).__name__})") from exc
         log.debug("%s -> HTTP %d", where, response.status_code)
-        if response.status_code != 200:
-            raise self._http_error(response, where)
+        error = self._http_error(response, where)
+        if error is not None:
+            raise error
         return self._parse(response, request, model, where)
 
-    def _http_error(self, response: httpx.Response, where: str) -> ConveyorError:
-        status = response.status_code
-        code, message = _error_info(response)
-        quoted = self._redact(message)
-        details: dict[str, object] = {"status": status, "code": code}
-        if status == 429 and code != "insufficient_quota":
-            retry_after = parse_retry_after(response.headers)
-            return RateLimited(
-                f"{where}: HTTP 429 rate limited (retry after {retry_after}s) {quoted}".rstrip(),
-                retry_after=retry_after,
-                details=details,
-            )
-        if status in (408, 409) or status >= 500:
-            return ProviderUnavailable(f"{where}: HTTP {status} {quoted}".rstrip(), details=details)
-        if 400 <= status < 500 and (code in _OVERFLOW_CODES or _OVERFLOW_TEXT.search(message or "")):
-            return ContextOverflow(f"{where}: context window exceeded: {quoted}", details=details)
-        if 400 <= status < 500:
-            return ProviderRejected(f"{where}: HTTP {status} {quoted}".rstrip(), details=details)
-        return ProviderUnavailable(f"{where}: unexpected HTTP {status}", details=details)
+    def _http_error(self, response: httpx.Response, where: str) -> ConveyorError | None:
+        """The shared status map, refined: a rejection that names the context window overflows."""
+        error = error_for_response(response, where, self._secret())
+        if not isinstance(error, ProviderRejected):
+            return error
+        code, message = error_info(response)
+        if code in _OVERFLOW_CODES or _OVERFLOW_TEXT.search(message):
+            return ContextOverflow(f"{where}: context window exceeded: {self._redact(message)}", details=error.details)
+        return error
 
     def _parse(self, response: httpx.Response, request: LLMRequest, model: str, where: str) -> _Completion:
         try:
@@ -365,18 +317,3 @@ class OpenAICompatProvider:
         if not isinstance(content, str):
             raise ProviderUnavailable(f"{where}: message has no text content", details={"malformed": True})
         return _Completion(content, finish, prompt_tokens, completion_tokens, estimated, reported)
-
-
-def _error_info(response: httpx.Response) -> tuple[str | None, str]:
-    """(code, message) from an OpenAI-style error body; tolerant of plain-text bodies."""
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None, response.text[:_QUOTED_MAX]
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        code = error.get("code") or error.get("type")
-        return (str(code) if code else None), str(error.get("message") or "")
-    if isinstance(error, str):
-        return None, error
-    return None, str(body)[:_QUOTED_MAX]

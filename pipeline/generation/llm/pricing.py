@@ -1,20 +1,15 @@
 """USD cost of a completion from its token counts.
 
-Prices drift, so the defaults are only a starting point: a deployment passes its own
-JSON mapping (``{"model": {"input_per_1m": 0.15, "output_per_1m": 0.6}}`` or
-``{"model": [0.15, 0.6]}``) that overrides or extends them. A model missing from the
-table costs 0 and is *flagged* (``Quote.known`` is False) rather than guessed, so the
+Prices drift: the table below is list prices at the time of writing, and no setting
+overrides it (a price change is a code change, reviewed like one). A model missing from
+the table costs 0 and is *flagged* (``Quote.known`` is False) rather than guessed, so the
 record shows "unpriced" instead of a wrong number.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-
-from pipeline.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -31,7 +26,7 @@ class Quote:
     known: bool
 
 
-#: list prices (USD / 1M tokens) at the time of writing; override per deployment.
+#: list prices (USD / 1M tokens) at the time of writing.
 DEFAULT_PRICES: dict[str, Price] = {
     "gpt-4o-mini": Price(0.15, 0.60),
     "gpt-4o": Price(2.50, 10.00),
@@ -59,13 +54,6 @@ class PriceTable:
 
     def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
         self._prices: dict[str, Price] = {k.lower(): v for k, v in (prices or DEFAULT_PRICES).items()}
-
-    @classmethod
-    def with_overrides(cls, overrides: Mapping[str, object] | str | Path | None) -> PriceTable:
-        """Defaults plus a mapping, a JSON string or a path to a JSON file."""
-        table = dict(DEFAULT_PRICES)
-        table.update(_parse_overrides(overrides))
-        return cls(table)
 
     def price(self, model: str) -> Price | None:
         name = model.lower()
@@ -103,37 +91,3 @@ class PriceTable:
 def cost(model: str, prompt_tokens: int, completion_tokens: int, table: PriceTable | None = None) -> float:
     """USD for one call using ``table`` or the defaults."""
     return (table or PriceTable()).cost(model, prompt_tokens, completion_tokens)
-
-
-def _parse_overrides(overrides: Mapping[str, object] | str | Path | None) -> dict[str, Price]:
-    if overrides is None:
-        return {}
-    raw: object = overrides
-    if isinstance(overrides, Path) or (isinstance(overrides, str) and not overrides.lstrip().startswith(("{", "["))):
-        try:
-            raw = Path(overrides).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInput(f"cannot read price table file {str(overrides)!r}") from exc
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput("price table overrides are not valid JSON") from exc
-    if not isinstance(raw, Mapping):
-        raise InvalidInput("price table overrides must be a JSON object of model -> price")
-    out: dict[str, Price] = {}
-    for model, value in raw.items():
-        try:
-            if isinstance(value, Mapping):
-                out[str(model)] = Price(float(value["input_per_1m"]), float(value["output_per_1m"]))
-            elif isinstance(value, list | tuple) and len(value) == 2:
-                out[str(model)] = Price(float(value[0]), float(value[1]))
-            else:
-                raise TypeError(type(value).__name__)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInput(
-                f"bad price for model {model!r}: expected {{input_per_1m, output_per_1m}} or [in, out]"
-            ) from exc
-        if out[str(model)].input_per_1m < 0 or out[str(model)].output_per_1m < 0:
-            raise InvalidInput(f"negative price for model {model!r}")
-    return out

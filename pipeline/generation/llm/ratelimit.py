@@ -22,6 +22,10 @@ A single call larger than the burst is let through once the budget is idle, then
 for its full weight, so the long-run rate stays exact. Time comes from Redis ``TIME``
 inside the script so worker clocks never matter.
 
+A caller whose slot is further away than ``max_wait_s`` gets ``Requeue(delay_s=that wait)``,
+not an error: it is backpressure, so no retry layer sleeps on it and no fallback takes it
+for a model that is down; the worker puts the job back on its queue with that countdown.
+
 The provider counts arrivals on its own clock, so network jitter can bunch two paced
 calls together; run the limiter a few percent under the provider's limit (the bench
 uses 0.97).
@@ -37,7 +41,7 @@ from typing import Any
 
 import redis
 
-from pipeline.errors import InternalError, InvalidInput, ProviderUnavailable, RateLimited
+from pipeline.errors import InternalError, InvalidInput, ProviderUnavailable, Requeue
 
 _LUA = """
 local now = tonumber(ARGV[5])
@@ -151,8 +155,8 @@ class SharedRateLimiter:
     def acquire(self, tokens: int = 0, *, block: bool = True, max_wait_s: float | None = None) -> float:
         """Reserve one call of ``tokens``; sleep until it may go; return the seconds slept.
 
-        Raises RateLimited(retry_after=needed wait) when that wait exceeds ``max_wait_s``
-        (or is non-zero with ``block=False``); nothing is reserved then.
+        Raises Requeue(delay_s=needed wait) when that wait exceeds ``max_wait_s`` (or is
+        non-zero with ``block=False``); nothing is reserved then.
         """
         limit = _wait_limit(block, max_wait_s, self.max_wait_s)
         inc_r = 60 * _US / self.rpm if self.rpm else 0
@@ -172,10 +176,8 @@ class SharedRateLimiter:
             raise InternalError(f"rate limiter script failed ({type(exc).__name__})") from exc
         delay = int(delay_us) / _US
         if not int(granted):
-            raise RateLimited(
-                f"rate limit {self.key!r}: next slot in {delay:.3f}s, over the {limit:.3f}s wait allowed",
-                retry_after=delay,
-                details={"limiter": self.key, "tokens": tokens, "backpressure": True},
+            raise Requeue(
+                delay_s=delay, reason=f"rate limit {self.key!r}: no slot for {tokens} tokens within {limit:.3f}s"
             )
         if delay > 0:
             self._sleep(delay)
@@ -211,6 +213,7 @@ class LocalRateLimiter:
         self._tat_t: float | None = None
 
     def acquire(self, tokens: int = 0, *, block: bool = True, max_wait_s: float | None = None) -> float:
+        """As ``SharedRateLimiter.acquire``: sleep for the slot, or raise Requeue beyond ``max_wait_s``."""
         limit = _wait_limit(block, max_wait_s, self.max_wait_s)
         inc_r = 60.0 / self.rpm if self.rpm else 0.0
         inc_t = max(0, tokens) * 60.0 / self.tpm if self.tpm else 0.0
@@ -227,11 +230,7 @@ class LocalRateLimiter:
             if granted:
                 self._tat_r, self._tat_t = new_r, new_t
         if not granted:
-            raise RateLimited(
-                f"rate limit: next slot in {delay:.3f}s, over the {limit:.3f}s wait allowed",
-                retry_after=delay,
-                details={"tokens": tokens, "backpressure": True},
-            )
+            raise Requeue(delay_s=delay, reason=f"rate limit: no slot for {tokens} tokens within {limit:.3f}s")
         if delay > 0:
             self._sleep(delay)
         return delay

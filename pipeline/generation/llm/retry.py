@@ -1,6 +1,7 @@
 """The per-call retry layer: the only retry loop under a stage, owned by tenacity.
 
-Layers and their product (documented here, tested in tests/unit/test_llm_retry.py):
+Layers and their product (tested against the fake server's call count in
+tests/unit/test_llm_provider.py and test_llm_fallback.py):
 
     upstream calls per job <= per_call_attempts x stage_attempts x models
 
@@ -9,7 +10,8 @@ Layers and their product (documented here, tested in tests/unit/test_llm_retry.p
 * ``stage_attempts`` = Celery ``max_retries + 1`` of the generate task;
 * ``models`` = entries in the FallbackProvider chain (1 without fallback).
 
-Only ``RetryableError`` is retried. The wait before attempt n+1 is "full jitter"
+Only ``RetryableError`` is retried; ``Requeue`` (the rate limiter's "not yet") is not an
+error and goes up at once, without a sleep. The wait before attempt n+1 is "full jitter"
 (uniform in [0, min(backoff_max_s, backoff_base_s * 2**(n-1))]) so that workers that
 failed together do not retry together. When the upstream said ``Retry-After`` the wait
 is ``max(retry_after, jittered backoff)``, never more than ``retry_after_cap_s``: a
@@ -49,10 +51,6 @@ class RetryPolicy:
         if min(self.backoff_base_s, self.backoff_max_s, self.retry_after_cap_s) < 0:
             raise InvalidInput("backoff and cap must be >= 0")
 
-    def backoff_ceiling_s(self, attempt: int) -> float:
-        """Upper bound of the jittered wait after failed attempt number ``attempt`` (1-based)."""
-        return min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-
     def wait_s(self, attempt: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
         """Seconds to sleep after failed attempt ``attempt``; honours Retry-After, capped."""
         return backoff_delay(
@@ -68,28 +66,6 @@ class RetryPolicy:
         """True when ``exc`` asks for a pause longer than this layer may sleep."""
         retry_after = getattr(exc, "retry_after", None)
         return retry_after is not None and retry_after > self.retry_after_cap_s
-
-    def max_sleep_s(self) -> float:
-        """Worst-case total sleep of one call: every gap can be a capped Retry-After."""
-        return (self.max_attempts - 1) * self.retry_after_cap_s
-
-
-@dataclass(frozen=True)
-class RetryBudget:
-    """The product of the retry layers, so it can be stated and asserted in one place."""
-
-    per_call_attempts: int
-    stage_attempts: int = 1
-    models: int = 1
-
-    @property
-    def max_upstream_calls(self) -> int:
-        return self.per_call_attempts * self.stage_attempts * self.models
-
-
-def max_upstream_calls(per_call_attempts: int, stage_attempts: int = 1, models: int = 1) -> int:
-    """Upper bound of HTTP calls one job can cause: attempts x stage attempts x models."""
-    return RetryBudget(per_call_attempts, stage_attempts, models).max_upstream_calls
 
 
 def call_with_retry(
