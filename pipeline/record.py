@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from pipeline.state import StateStore
 from schemas import GuardResult, JobRecord, JobStatus
-
-if TYPE_CHECKING:
-    from pipeline.resources import Resources
 
 _LOG_LOCK = threading.Lock()
 
@@ -21,7 +18,7 @@ def build_record(msg: GuardResult) -> JobRecord:
         request=msg.request,
         intent=msg.intent,
         intent_confidence=msg.intent_confidence,
-        chunks_used=[ch.chunk_id for ch in msg.chunks],
+        chunks_used=msg.chunks_used,
         output=msg.output,
         provider=c.provider,
         model=c.model,
@@ -42,16 +39,23 @@ def append_jsonl(path: Path, line: str) -> None:
         fh.write(line + "\n")
 
 
-def run_record(msg: GuardResult, res: Resources) -> JobRecord:
-    record = build_record(msg)
-    state = res.state
-    first = state.put_record(record)
-    if not first:
-        # a redelivered record stage: the stored record stands, counters are not bumped twice
-        stored = state.get_record(record.job_id)
-        return stored or record
-    append_jsonl(res.settings.records_path, record.model_dump_json())
-    if record.request.batch_id:
-        state.batch_incr(record.request.batch_id, "succeeded")
-    state.set_status(JobStatus(job_id=record.job_id, state="succeeded", stage="record"))
-    return record
+class RecordStage:
+    """Store the record once; a redelivered record stage returns the stored one and counts nothing."""
+
+    def __init__(self, state: StateStore, records_path: Path) -> None:
+        self.state = state
+        self.records_path = records_path
+
+    def warm_up(self) -> None:
+        self.state.ping()
+
+    def __call__(self, msg: GuardResult) -> JobRecord:
+        record = build_record(msg)
+        if not self.state.put_record(record):
+            stored = self.state.get_record(record.job_id)
+            return stored or record
+        append_jsonl(self.records_path, record.model_dump_json())
+        if record.request.batch_id:
+            self.state.batch_incr(record.request.batch_id, "succeeded")
+        self.state.set_status(JobStatus(job_id=record.job_id, state="succeeded", stage="record"))
+        return record

@@ -4,10 +4,11 @@ from pydantic import BaseModel
 
 from schemas.deadletter import DeadLetter
 from schemas.job import MAX_TEXT_CHARS, Intent, JobParams, JobRequest
+from schemas.pipeline import PIPELINE, QUEUES, STAGES, StageSpec
 from schemas.stages import (
-    STAGES,
     Answer,
     CheckResult,
+    Classified,
     Completion,
     ContextChunk,
     ContractSummary,
@@ -18,40 +19,33 @@ from schemas.stages import (
     JobRecord,
     JobStatus,
     RetrievalResult,
+    Retrieved,
     StageMessage,
     Usage,
+    output_schema,
 )
 
-#: stage name -> (input model, output model); the chain test walks this.
-STAGE_MODELS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
-    "intent": (JobRequest, IntentResult),
-    "retrieve": (IntentResult, RetrievalResult),
-    "generate": (RetrievalResult, GenerationResult),
-    "guard": (GenerationResult, GuardResult),
-    "record": (GuardResult, JobRecord),
-}
-
-#: every model exported as JSON Schema for producers in other languages.
-EXPORTED_MODELS: dict[str, type[BaseModel]] = {
-    "JobRequest": JobRequest,
-    "IntentResult": IntentResult,
-    "RetrievalResult": RetrievalResult,
-    "GenerationResult": GenerationResult,
-    "GuardResult": GuardResult,
-    "JobRecord": JobRecord,
-    "JobStatus": JobStatus,
-    "DeadLetter": DeadLetter,
-    "ContractSummary": ContractSummary,
-    "Answer": Answer,
-}
+#: every model exported as JSON Schema for producers in other languages: each stage's
+#: input and output, plus what the client reads back.
+_EXPORTED: list[type[BaseModel]] = [
+    *(m for spec in PIPELINE for m in (spec.input, spec.output)),
+    JobStatus,
+    DeadLetter,
+    ContractSummary,
+    Answer,
+]
+EXPORTED_MODELS: dict[str, type[BaseModel]] = {model.__name__: model for model in _EXPORTED}
 
 __all__ = [
     "MAX_TEXT_CHARS",
+    "PIPELINE",
+    "QUEUES",
     "STAGES",
-    "STAGE_MODELS",
     "EXPORTED_MODELS",
+    "StageSpec",
     "Answer",
     "CheckResult",
+    "Classified",
     "Completion",
     "ContextChunk",
     "ContractSummary",
@@ -66,6 +60,8 @@ __all__ = [
     "JobRequest",
     "JobStatus",
     "RetrievalResult",
+    "Retrieved",
     "StageMessage",
     "Usage",
+    "output_schema",
 ]

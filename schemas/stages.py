@@ -1,21 +1,24 @@
 """The typed edges between stages.
 
-Each stage's output model is the next stage's input model, and each extends the one before,
-so a message carries everything earlier stages decided (the request, the intent, the
-chunks…) plus the per-stage timings, and nothing else. ``tests/unit/test_schema_chain.py``
-checks the chain.
+Each stage's output model is the next stage's input model. A message carries what the
+stages after it need: everything earlier stages decided (the request, the intent, the
+retrieval strategy…) and the per-stage timings, but bulky working data only as far as it
+is used: the 384-float query embedding stops after ``generate`` (the extractive generator
+ranks sentences with it) and chunk texts after ``guard`` (grounding reads them; ``record``
+gets their ids). ``schemas/pipeline.py`` declares which stage drops what;
+``tests/unit/test_schema_chain.py`` checks the chain against it.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.job import Intent, JobRequest
 
-STAGES: tuple[str, ...] = ("intent", "retrieve", "generate", "guard", "record")
+M = TypeVar("M", bound=BaseModel)
 
 
 class StageMessage(BaseModel):
@@ -26,9 +29,15 @@ class StageMessage(BaseModel):
     request: JobRequest
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
+    def carry(self, to: type[M], **new: Any) -> M:
+        """The next stage's message: the fields ``to`` declares that this one has, plus ``new``."""
+        mine = type(self).model_fields
+        kept = {name: getattr(self, name) for name in to.model_fields if name in mine and name not in new}
+        return to(**kept, **new)
 
-class IntentResult(StageMessage):
-    """Output of ``intent``, input of ``retrieve``."""
+
+class Classified(StageMessage):
+    """What the intent stage decided; every later message carries it."""
 
     intent: Intent
     intent_confidence: float = Field(ge=0.0, le=1.0)
@@ -36,7 +45,13 @@ class IntentResult(StageMessage):
     request_flags: list[str] = Field(
         default_factory=list, description="guard findings on the request that policy let through (flag mode)"
     )
-    #: the request embedding, computed once and reused by retrieval (None when text is empty).
+
+
+class IntentResult(Classified):
+    """Output of ``intent``, input of ``retrieve``."""
+
+    #: the request embedding, computed once and reused by retrieval and the extractive
+    #: generator (None when text is empty); dropped after ``generate``.
     query_embedding: list[float] | None = None
 
 
@@ -50,13 +65,19 @@ class ContextChunk(BaseModel):
     score: float | None = None
 
 
-class RetrievalResult(IntentResult):
-    """Output of ``retrieve``, input of ``generate``."""
+class Retrieved(Classified):
+    """What the retrieve stage decided, without the chunk texts; every later message carries it."""
 
-    chunks: list[ContextChunk] = Field(default_factory=list)
     retrieval_strategy: str = ""
     #: chunks dropped before prompting because a guard flagged them (e.g. injected instructions).
     quarantined_chunks: list[str] = Field(default_factory=list)
+
+
+class RetrievalResult(Retrieved):
+    """Output of ``retrieve``, input of ``generate``."""
+
+    chunks: list[ContextChunk] = Field(default_factory=list)
+    query_embedding: list[float] | None = None
 
 
 class Usage(BaseModel):
@@ -89,6 +110,11 @@ class Answer(BaseModel):
     citations: list[str] = Field(default_factory=list)
 
 
+def output_schema(intent: Intent) -> type[BaseModel]:
+    """The structured output each intent must produce."""
+    return ContractSummary if intent == Intent.summarize else Answer
+
+
 class Completion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -107,9 +133,10 @@ class Completion(BaseModel):
     )
 
 
-class GenerationResult(RetrievalResult):
-    """Output of ``generate``, input of ``guard``."""
+class GenerationResult(Retrieved):
+    """Output of ``generate``, input of ``guard`` (which checks the completion against the chunks)."""
 
+    chunks: list[ContextChunk] = Field(default_factory=list)
     completion: Completion
 
 
@@ -137,9 +164,11 @@ class GuardReport(BaseModel):
         return [f"{c.name}: {r}" for c in self.checks for r in c.reasons]
 
 
-class GuardResult(GenerationResult):
+class GuardResult(Retrieved):
     """Output of ``guard``, input of ``record``: the completion as it may be shown."""
 
+    chunks_used: list[str] = Field(default_factory=list, description="ids of the chunks the completion was given")
+    completion: Completion
     guard: GuardReport
     output: dict[str, Any]
 

@@ -287,9 +287,9 @@ def enqueue_batch(app: Any, jobs: int, batch_id: str) -> float:
 
 def wait_for_batch(app: Any, batch_id: str, jobs: int, timeout: float) -> dict[str, int]:
     """Poll the batch counters until every job has a record or a dead letter."""
-    from workers.runtime import resources_for
+    from workers.runtime import components_for
 
-    state = resources_for(app).state
+    state = components_for(app).state
     deadline = time.monotonic() + timeout
     while True:
         counts = state.batch_counts(batch_id)
@@ -367,9 +367,9 @@ def scan_worker_logs(workers: list[WorkerProcess]) -> dict[str, int]:
 
 def pipeline_outcomes(app: Any, redis_url: str, batch_id: str) -> dict[str, Any]:
     """Jobs finished and dead-lettered so far, and what is still queued on llm."""
-    from workers.runtime import resources_for
+    from workers.runtime import components_for
 
-    state = resources_for(app).state
+    state = components_for(app).state
     letters = Counter(dl.failure_class for dl in state.list_dead_letters(state=None, limit=100_000))
     client = redis.Redis.from_url(redis_url)
     try:
@@ -416,7 +416,7 @@ def measure_pipeline(app: Any, server: FakeOpenAIServer, args: argparse.Namespac
 
 def run_conveyor(args: argparse.Namespace) -> dict[str, Any]:
     """Real workers, real broker, real limiter; cleaned up whatever happens."""
-    from workers.runtime import release_resources
+    from workers.runtime import release_components
 
     limiter_rpm = max(1, math.floor(args.rpm * args.headroom))
     flush_db(args.redis_url)
@@ -435,7 +435,7 @@ def run_conveyor(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             purged = app.control.purge()
             exits = stop_workers(workers, timeout=STOP_TIMEOUT_S)
-            release_resources(app)
+            release_components(app)
         logs = scan_worker_logs(workers)
     flush_db(args.redis_url)
     return {**figures, "workers_boot_s": round(boot_s, 1), "purged": purged, "worker_logs": logs,

@@ -13,7 +13,7 @@ from celery import Celery
 from kombu import Queue
 
 from pipeline.settings import Settings
-from workers.routing import QUEUES, STAGE_TASKS
+from schemas import PIPELINE, QUEUES
 
 #: how often the in-memory transport polls in embedded mode (the default 1 s crawls).
 EMBEDDED_POLLING_INTERVAL_S = 0.005
@@ -50,9 +50,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # routing: one queue per stage
         "task_queues": [Queue(name) for name in QUEUES],
         "task_default_queue": "intent",
-        "task_routes": {name: {"queue": queue} for name, queue in STAGE_TASKS.values()},
+        "task_routes": {spec.task: {"queue": spec.queue} for spec in PIPELINE},
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,
+        # job_id, stage and batch_id on every line a stage emits (workers/logcontext.py)
+        "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s%(job_context)s",
+        "worker_task_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: "
+        "%(message)s%(job_context)s",
         # a prefork child warms its clients in worker_process_init (the embedder takes seconds)
         "worker_proc_alive_timeout": 60.0,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
@@ -62,9 +66,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings | None = None) -> Celery:
     """A configured app. Without settings, configuration is read lazily from the environment."""
     import workers.signals  # noqa: F401  (connects per-process setup: clients, Sentry, log scrubbing)
+    from workers import logcontext
     from workers.runtime import bind_settings, settings_for
     from workers.tasks import register_stage_tasks
 
+    logcontext.install()
     celery = Celery("conveyor", set_as_current=False)
     if settings is None:
         celery.add_defaults(lambda: celery_config(settings_for(celery)))

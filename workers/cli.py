@@ -20,6 +20,7 @@ import click
 
 from pipeline.errors import ConveyorError
 from pipeline.settings import Settings, SettingsError, load_settings
+from schemas import QUEUES
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -35,8 +36,8 @@ def _echo_json(value: Any) -> None:
 
 @contextmanager
 def _runtime(settings: Settings, *, need_worker: bool) -> Iterator[Any]:
-    """Yields an object with ``.app``, ``.client`` and ``.resources`` for either mode."""
-    from workers.runtime import resources_for
+    """Yields an object with ``.app``, ``.client`` and ``.components`` for either mode."""
+    from workers.runtime import components_for
 
     if settings.embedded and need_worker:
         from workers.embedded import EmbeddedRuntime
@@ -47,7 +48,7 @@ def _runtime(settings: Settings, *, need_worker: bool) -> Iterator[Any]:
 
     from workers.app import create_app
     from workers.client import ConveyorClient
-    from workers.runtime import release_resources
+    from workers.runtime import release_components
 
     app = create_app(settings)
 
@@ -57,13 +58,13 @@ def _runtime(settings: Settings, *, need_worker: bool) -> Iterator[Any]:
             self.client = ConveyorClient(app)
 
         @property
-        def resources(self) -> Any:
-            return resources_for(app)
+        def components(self) -> Any:
+            return components_for(app)
 
     try:
         yield _Remote()
     finally:
-        release_resources(app)
+        release_components(app)
 
 
 def sample_contracts() -> list[Path]:
@@ -176,7 +177,7 @@ def result(job_id: str, timeout: float) -> None:
 
 # --- workers ----------------------------------------------------------------------------------
 @main.command(context_settings={"ignore_unknown_options": True})
-@click.option("--queues", "-Q", default=",".join(["intent", "retrieve", "llm", "guard", "record"]),
+@click.option("--queues", "-Q", default=",".join(QUEUES),
               show_default=True, help="Comma-separated queues to consume.")
 @click.option("--pool", "-P", default="prefork", show_default=True,
               type=click.Choice(["prefork", "threads", "solo"]), help="threads for I/O-bound queues (llm).")
@@ -190,7 +191,7 @@ def worker(queues: str, pool: str, concurrency: int | None, loglevel: str, hostn
 
     Example: conveyor worker --queues llm --pool threads --concurrency 32
     """
-    from workers.app import QUEUES, create_app
+    from workers.app import create_app
 
     settings = _settings()
     if settings.embedded:
@@ -223,10 +224,11 @@ def ingest(paths: tuple[Path, ...], tenant: str) -> None:
 
     settings = _settings()
     with _runtime(settings, need_worker=False) as rt:
-        res = rt.resources
+        components = rt.components
         try:
-            report = ingest_paths(list(paths), tenant=tenant, store=res.vector_store, embedder=res.embedder,
-                                  max_tokens=settings.chunk_max_tokens, overlap=settings.chunk_overlap_tokens)
+            report = ingest_paths(list(paths), tenant=tenant, store=components.vector_store,
+                                  embedder=components.embedder, max_tokens=settings.chunk_max_tokens,
+                                  overlap=settings.chunk_overlap_tokens)
         except ConveyorError as exc:
             raise click.ClickException(str(exc)) from exc
     _echo_json({**dataclasses.asdict(report), "chunks_per_second": round(report.chunks_per_second, 1)})
@@ -241,9 +243,9 @@ def ingest(paths: tuple[Path, ...], tenant: str) -> None:
 def search(query: str, doc_id: str | None, tenant: str | None, k: int, as_json: bool) -> None:
     """Dense search over ingested chunks."""
     with _runtime(_settings(), need_worker=False) as rt:
-        res = rt.resources
-        vector = res.embedder.embed_one(query)
-        hits = res.vector_store.search(vector, k=k, tenant=tenant, doc_ids=[doc_id] if doc_id else None)
+        components = rt.components
+        vector = components.embedder.embed_one(query)
+        hits = components.vector_store.search(vector, k=k, tenant=tenant, doc_ids=[doc_id] if doc_id else None)
     results = [{"doc_id": h.doc_id, "chunk_id": h.chunk_id, "section": h.section, "score": round(h.score, 4),
                 "text": h.text} for h in hits]
     if as_json:
@@ -259,7 +261,7 @@ def search(query: str, doc_id: str | None, tenant: str | None, k: int, as_json: 
 def classify(text: str, as_json: bool) -> None:
     """Classify a request's intent (summarize, question, extract, risk, other)."""
     with _runtime(_settings(), need_worker=False) as rt:
-        prediction = rt.resources.intent_classifier.classify(text)
+        prediction = rt.components.intent_classifier.classify(text)
     payload = {"intent": str(prediction.intent), "confidence": round(float(prediction.confidence), 4)}
     click.echo(json.dumps(payload) if as_json else f"{payload['intent']} ({payload['confidence']:.2f})")
 
@@ -305,7 +307,7 @@ def dlq() -> None:
 def dlq_list(show_all: bool, limit: int, as_json: bool) -> None:
     """List dead letters, newest first."""
     with _runtime(_settings(), need_worker=False) as rt:
-        letters = rt.resources.state.list_dead_letters(state=None if show_all else "open", limit=limit)
+        letters = rt.components.state.list_dead_letters(state=None if show_all else "open", limit=limit)
     if as_json:
         _echo_json([dl.model_dump(mode="json", exclude={"stage_input"}) for dl in letters])
         return
@@ -322,7 +324,7 @@ def dlq_list(show_all: bool, limit: int, as_json: bool) -> None:
 def dlq_show(dead_letter_id: str) -> None:
     """Print one dead letter in full, including the original request."""
     with _runtime(_settings(), need_worker=False) as rt:
-        letter = rt.resources.state.get_dead_letter(dead_letter_id)
+        letter = rt.components.state.get_dead_letter(dead_letter_id)
     if letter is None:
         raise click.ClickException(f"no dead letter {dead_letter_id!r}")
     _echo_json(letter.model_dump(mode="json"))
@@ -345,7 +347,7 @@ def dlq_replay(dead_letter_id: str, request_file: Any, wait: bool | None, timeou
     settings = _settings()
     with _runtime(settings, need_worker=settings.embedded) as rt:
         try:
-            letter = replay_dead_letter(rt.app, rt.resources.state, dead_letter_id, fixed_request=fixed)
+            letter = replay_dead_letter(rt.app, rt.components.state, dead_letter_id, fixed_request=fixed)
         except (KeyError, ValueError, ValidationError) as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(f"replayed job {letter.job_id} at stage {letter.stage}")

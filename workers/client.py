@@ -65,9 +65,9 @@ class ConveyorClient:
     @property
     def state(self) -> StateStore:
         if self._state is None:
-            from workers.runtime import resources_for
+            from workers.runtime import components_for
 
-            self._state = resources_for(self.app).state
+            self._state = components_for(self.app).state
         return self._state
 
     def submit(self, request: JobRequest | dict[str, Any] | str) -> str:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas import JobRecord, JobRequest
+from schemas import PIPELINE, JobRecord, JobRequest, StageMessage
 
-TIMED_STAGES = ("intent", "retrieve", "generate", "guard")
+#: the stages whose messages carry timings (all but the record).
+TIMED_STAGES = tuple(spec.name for spec in PIPELINE if issubclass(spec.output, StageMessage))
 
 
 @dataclass
@@ -63,9 +64,9 @@ def run_demo(
     from pipeline.retrieval.ingest import ingest_paths
     from workers.client import JobFailed
 
-    settings = rt.resources.settings
+    settings = rt.components.settings
     started = time.monotonic()
-    report = ingest_paths(paths, tenant=tenant, store=rt.resources.vector_store, embedder=rt.resources.embedder,
+    report = ingest_paths(paths, tenant=tenant, store=rt.components.vector_store, embedder=rt.components.embedder,
                           max_tokens=settings.chunk_max_tokens, overlap=settings.chunk_overlap_tokens)
     echo(f"ingested {report.documents} documents ({report.chunks} chunks, {report.added} new) in {report.seconds:.2f}s")
 
@@ -100,7 +101,7 @@ def run_demo(
             echo(f"[{n}/{len(jobs)}] {record.request.document_id}: {record.intent.value}, "
                  f"{len(record.chunks_used)} chunks, guard {record.guard.verdict}")
     outcome.seconds = time.monotonic() - started
-    counts = rt.resources.state.batch_counts(batch_id)
+    counts = rt.components.state.batch_counts(batch_id)
     echo("")
     echo(format_table(outcome.records))
     echo("")

@@ -15,12 +15,13 @@ from types import TracebackType
 from celery.worker import WorkController
 
 from pipeline.errors import Interrupted
-from pipeline.resources import Resources
 from pipeline.settings import Settings
-from workers.app import QUEUES, create_app
+from pipeline.wiring import Components
+from schemas import QUEUES
+from workers.app import create_app
 from workers.client import ConveyorClient
 from workers.deadletters import write_dead_letter
-from workers.runtime import release_resources, resources_for
+from workers.runtime import components_for, release_components
 from workers.signals import init_process
 
 log = logging.getLogger("conveyor.embedded")
@@ -52,8 +53,8 @@ class EmbeddedRuntime:
         self.client = ConveyorClient(self.app, track=True)
 
     @property
-    def resources(self) -> Resources:
-        return resources_for(self.app)
+    def components(self) -> Components:
+        return components_for(self.app)
 
     def start(self) -> EmbeddedRuntime:
         init_process(self.settings)
@@ -89,7 +90,7 @@ class EmbeddedRuntime:
         self._worker = self._thread = None
         self._dead_letter_unfinished()
         self._purge_transport()
-        release_resources(self.app)
+        release_components(self.app)
 
     def _purge_transport(self) -> int:
         """Empty our queues on the in-memory transport, which is global to the process: messages a
@@ -106,7 +107,7 @@ class EmbeddedRuntime:
         submitted = self.client.submitted or {}
         for job_id in self.client.unfinished():
             write_dead_letter(
-                self.resources.state,
+                self.components.state,
                 stage="intent",
                 payload=submitted[job_id],
                 error=Interrupted("the embedded worker stopped before the job finished; replay it"),

@@ -1,8 +1,8 @@
-"""Per-process wiring between a Celery app and Conveyor's settings and clients.
+"""Per-process wiring between a Celery app and Conveyor's settings and components.
 
-The clients live on the app object itself, tagged with the pid that built them: a forked
-child sees a different pid and builds its own, and two apps in one process (tests, an
-embedded runtime started twice) can never share or inherit each other's clients.
+The components live on the app object itself, tagged with the pid that built them: a
+forked child sees a different pid and builds its own, and two apps in one process (tests,
+an embedded runtime started twice) can never share or inherit each other's clients.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import os
 import threading
 from typing import Any
 
-from pipeline.resources import Resources
 from pipeline.settings import Settings, load_settings
+from pipeline.wiring import Components
 
 _lock = threading.Lock()
-_ATTR = "_conveyor_resources"
+_ATTR = "_conveyor_components"
 
 
 def bind_settings(app: Any, settings: Settings) -> None:
@@ -31,21 +31,21 @@ def settings_for(app: Any) -> Settings:
     return settings
 
 
-def resources_for(app: Any) -> Resources:
-    """The app's clients in this process; rebuilt after a fork because the pid changed."""
+def components_for(app: Any) -> Components:
+    """The app's components in this process; rebuilt after a fork because the pid changed."""
     pid = os.getpid()
     entry = getattr(app, _ATTR, None)
     if entry is None or entry[0] != pid:
         with _lock:
             entry = getattr(app, _ATTR, None)
             if entry is None or entry[0] != pid:
-                entry = (pid, Resources(settings_for(app)))
+                entry = (pid, Components(settings_for(app)))
                 setattr(app, _ATTR, entry)
-    resources: Resources = entry[1]
-    return resources
+    components: Components = entry[1]
+    return components
 
 
-def release_resources(app: Any) -> None:
+def release_components(app: Any) -> None:
     with _lock:
         entry = getattr(app, _ATTR, None)
         if entry is not None:

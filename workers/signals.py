@@ -66,13 +66,13 @@ def init_process(settings: Settings) -> None:
 def warm_up_worker(app: Any) -> None:
     """Build the clients for the queues this worker consumes (set by `conveyor worker`)."""
     from pipeline.errors import ConveyorError
-    from workers.runtime import resources_for
+    from workers.runtime import components_for
 
     queues = getattr(app, "conveyor_queues", None)
     if not queues:
         return
     try:
-        warmed = resources_for(app).warm_up(queues)
+        warmed = components_for(app).warm_up(queues)
         logging.getLogger("conveyor.worker").info("warmed up for %s: %s", ",".join(queues), ", ".join(warmed))
     except ConveyorError as exc:  # a dependency that is down now may be up by the first job
         logging.getLogger("conveyor.worker").warning("warm-up skipped: %s", exc)
@@ -107,6 +107,9 @@ def _on_logging_setup(logger: logging.Logger | None = None, **_: Any) -> None:
     from pipeline.guard.pii import PiiRedactingFilter
 
     install_log_scrubbing()
+    # Celery's "Task ... succeeded in 0.1s: {result}" prints the whole stage result (chunk texts,
+    # the request) at INFO; the Timing middleware logs "done in N ms" with the job's ids instead.
+    logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
     for handler in getattr(logger, "handlers", []):
         if not any(isinstance(f, PiiRedactingFilter) for f in handler.filters):
             handler.addFilter(PiiRedactingFilter())

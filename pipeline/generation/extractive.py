@@ -76,6 +76,11 @@ class ExtractiveGenerator:
         self._embedder = embedder
         self._max_summary = max_summary_sentences
 
+    def warm_up(self) -> None:
+        warm = getattr(self._embedder, "warm_up", None)
+        if callable(warm):
+            warm()
+
     def generate(self, msg: RetrievalResult) -> Completion:
         if msg.intent == Intent.summarize:
             out = self.summarize(msg.chunks)

@@ -12,7 +12,7 @@ Upper bound on upstream HTTP calls for one job:
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -20,11 +20,7 @@ from pipeline.errors import validation_problems
 from pipeline.generation.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMResponse
 from pipeline.generation.llm.tokens import count_tokens
 from pipeline.generation.prompts import build_messages, repair_message
-from pipeline.guard.validators import output_schema
-from schemas import Completion, RetrievalResult, Usage
-
-if TYPE_CHECKING:
-    from pipeline.resources import Resources
+from schemas import Completion, RetrievalResult, Usage, output_schema
 
 PROVIDER = "openai-compatible"
 
@@ -56,6 +52,9 @@ class LLMGenerator:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.context_token_budget = context_token_budget
+
+    def warm_up(self) -> None:
+        count_tokens("warm up", self.model)  # loads the BPE ranks (about a second)
 
     def close(self) -> None:
         self.provider.close()
@@ -111,53 +110,3 @@ class LLMGenerator:
             cached=all(r.cached for r in responses),
             repair_reasons=repair_reasons,
         )
-
-
-def build_llm_generator(res: Resources) -> LLMGenerator:
-    """Wire provider, shared rate limiter (Redis when there is one), cache and fallbacks."""
-    from pipeline.generation.llm.cache import MemoryResponseCache, ResponseCache
-    from pipeline.generation.llm.fallback import FallbackProvider
-    from pipeline.generation.llm.openai_compat import OpenAICompatProvider
-    from pipeline.generation.llm.ratelimit import LocalRateLimiter, SharedRateLimiter
-
-    s = res.settings
-    assert s.llm_base_url is not None
-    redis_client = res.redis
-    limiter: Any = None
-    if s.llm_rpm or s.llm_tpm:
-        if redis_client is not None:
-            limiter = SharedRateLimiter(
-                redis_client,
-                f"conveyor:ratelimit:{s.llm_base_url}",
-                s.llm_rpm,
-                s.llm_tpm,
-                max_wait_s=s.llm_rate_limit_max_wait_s,
-            )
-        else:
-            limiter = LocalRateLimiter(s.llm_rpm, s.llm_tpm, max_wait_s=s.llm_rate_limit_max_wait_s)
-    cache: Any = None
-    if s.llm_cache_ttl_s > 0:
-        cache = ResponseCache(redis_client, ttl_s=s.llm_cache_ttl_s) if redis_client is not None else (
-            MemoryResponseCache(ttl_s=s.llm_cache_ttl_s)
-        )
-    primary = OpenAICompatProvider(
-        s.llm_base_url,
-        s.llm_api_key,
-        default_model=s.llm_model,
-        timeout_s=s.llm_timeout_s,
-        max_attempts=s.llm_max_attempts,
-        backoff_base_s=s.llm_backoff_base_s,
-        backoff_max_s=s.llm_backoff_max_s,
-        rate_limiter=limiter,
-        cache=cache,
-    )
-    provider: LLMProvider = primary
-    if s.llm_fallback_models:
-        provider = FallbackProvider([(primary, m) for m in [s.llm_model, *s.llm_fallback_models]])
-    return LLMGenerator(
-        provider,
-        model=s.llm_model,
-        max_tokens=s.llm_max_tokens,
-        temperature=s.llm_temperature,
-        context_token_budget=s.context_token_budget,
-    )

@@ -13,8 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline.generation.llm.base import ChatMessage
-from pipeline.guard.validators import output_schema
-from schemas import ContextChunk, Intent
+from schemas import ContextChunk, Intent, output_schema
 
 _SYSTEM = (
     "You are Conveyor's contract analyst. Answer only from the numbered context chunks you are given; "

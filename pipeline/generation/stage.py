@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from schemas import Completion, GenerationResult, RetrievalResult
-
-if TYPE_CHECKING:
-    from pipeline.resources import Resources
 
 
 class Generator(Protocol):
     def generate(self, msg: RetrievalResult) -> Completion: ...
 
 
-def build_generator(res: Resources) -> Generator:
-    """An LLM when ``CONVEYOR_LLM_BASE_URL`` is set, else the honest extractive default."""
-    if res.settings.llm_base_url:
-        from pipeline.generation.llm_generator import build_llm_generator
+class GenerateStage:
+    """Ask the generator for a completion of the retrieved context."""
 
-        return build_llm_generator(res)
-    from pipeline.generation.extractive import ExtractiveGenerator
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
 
-    return ExtractiveGenerator(res.embedder)
+    def warm_up(self) -> None:
+        warm = getattr(self.generator, "warm_up", None)
+        if callable(warm):
+            warm()
 
-
-def run_generate(msg: RetrievalResult, res: Resources) -> GenerationResult:
-    completion = res.generator.generate(msg)
-    return GenerationResult(**dict(msg), completion=completion)
+    def __call__(self, msg: RetrievalResult) -> GenerationResult:
+        return msg.carry(GenerationResult, completion=self.generator.generate(msg))

@@ -9,8 +9,10 @@ A bad pattern fails at construction (start-up), not on the first job.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from pipeline.settings import GuardPolicy
 
 
 def _term_regex(term: str) -> re.Pattern[str]:
@@ -50,3 +52,14 @@ class BlocklistPolicy:
         if self._topic and not any(regex.search(text) for regex in self._topic):
             reasons.append("off-topic: mentions none of the allowed topics")
         return reasons
+
+
+@dataclass(frozen=True)
+class TenantPolicies:
+    """Each tenant's guard policy; tenants not listed get ``default``."""
+
+    default: GuardPolicy
+    tenants: Mapping[str, GuardPolicy] = field(default_factory=dict)
+
+    def for_tenant(self, tenant: str) -> GuardPolicy:
+        return self.tenants.get(tenant, self.default)

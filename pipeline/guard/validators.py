@@ -13,13 +13,13 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from pipeline.errors import validation_problems
 from pipeline.guard import BlocklistPolicy, find_pii, grounding, redact
 from pipeline.settings import GuardPolicy
 from pipeline.text import split_sentences
-from schemas import Answer, CheckResult, ContractSummary, GenerationResult, GuardReport, Intent
+from schemas import CheckResult, GenerationResult, GuardReport, output_schema
 from schemas.stages import Verdict
 
 Output = dict[str, Any]
@@ -29,11 +29,6 @@ _SEVERITY = {"pass": 0, "repaired": 1, "redacted": 2, "blocked": 3}
 #: common API-key shapes, refused in outputs even when the key is not one of ours.
 _KEY_SHAPES = re.compile(r"\b(?:sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|ghp_[A-Za-z0-9]{30,}|xox[bp]-[A-Za-z0-9-]{20,})")
 _LEAK_WINDOW = 10  # words of a system prompt that may not appear verbatim in an output
-
-
-def output_schema(intent: Intent) -> type[BaseModel]:
-    """The structured output each intent must produce."""
-    return ContractSummary if intent == Intent.summarize else Answer
 
 
 def _strings(value: Any) -> list[str]:

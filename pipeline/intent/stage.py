@@ -1,37 +1,49 @@
-"""Stage 1: what does the request want? Embeds the request once; retrieval reuses the vector."""
+"""Stage 1: what does the request want? Embeds the request once; later stages reuse the vector."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pipeline.errors import GuardrailBlocked
 from pipeline.guard import detect_injection
+from pipeline.guard.policy import TenantPolicies
+from pipeline.intent.classifier import IntentClassifier
+from pipeline.retrieval.embeddings import Embedder
 from pipeline.settings import GuardPolicy
 from schemas import Intent, IntentResult, JobRequest
 
-if TYPE_CHECKING:
-    from pipeline.resources import Resources
 
+class IntentStage:
+    """Screen the request for injected instructions, embed it, classify it."""
 
-def run_intent(request: JobRequest, res: Resources) -> IntentResult:
-    flags = screen_request(request, res.settings.guard_policy_for(request.tenant))
-    vector = res.embedder.embed_one(request.text) if request.text else None
-    if request.intent_hint is not None:
-        intent, confidence, method = request.intent_hint, 1.0, "hint"
-    elif vector is None:
-        # a bare document reference with no instruction: summarising it is the only sensible reading
-        intent, confidence, method = Intent.summarize, 1.0, "document-only"
-    else:
-        prediction = res.intent_classifier.classify_vector(vector)
-        intent, confidence, method = Intent(prediction.intent), prediction.confidence, prediction.method
-    return IntentResult(
-        request=request,
-        intent=intent,
-        intent_confidence=round(min(max(float(confidence), 0.0), 1.0), 4),
-        intent_method=method,
-        query_embedding=[round(float(x), 6) for x in vector] if vector is not None else None,
-        request_flags=flags,
-    )
+    def __init__(self, embedder: Embedder, classifier: IntentClassifier, policies: TenantPolicies) -> None:
+        self.embedder = embedder
+        self.classifier = classifier
+        self.policies = policies
+
+    def warm_up(self) -> None:
+        warm = getattr(self.embedder, "warm_up", None)
+        if callable(warm):
+            warm()
+        self.classifier.warm_up()
+
+    def __call__(self, request: JobRequest) -> IntentResult:
+        flags = screen_request(request, self.policies.for_tenant(request.tenant))
+        vector = self.embedder.embed_one(request.text) if request.text else None
+        if request.intent_hint is not None:
+            intent, confidence, method = request.intent_hint, 1.0, "hint"
+        elif vector is None:
+            # a bare document reference with no instruction: summarising it is the only sensible reading
+            intent, confidence, method = Intent.summarize, 1.0, "document-only"
+        else:
+            prediction = self.classifier.classify_vector(vector)
+            intent, confidence, method = Intent(prediction.intent), prediction.confidence, prediction.method
+        return IntentResult(
+            request=request,
+            intent=intent,
+            intent_confidence=round(min(max(float(confidence), 0.0), 1.0), 4),
+            intent_method=method,
+            query_embedding=[round(float(x), 6) for x in vector] if vector is not None else None,
+            request_flags=flags,
+        )
 
 
 def screen_request(request: JobRequest, policy: GuardPolicy) -> list[str]:

@@ -9,8 +9,7 @@ from kombu.transport import memory
 
 from pipeline.retrieval.ingest import ingest_paths
 from pipeline.settings import load_settings
-from schemas import JobRequest
-from workers.app import QUEUES
+from schemas import QUEUES, JobRequest
 from workers.cli import sample_contracts
 from workers.deadletters import replay_dead_letter
 from workers.embedded import EmbeddedRuntime
@@ -22,7 +21,7 @@ def test_stopping_with_jobs_in_flight_dead_letters_them_and_replay_finishes_them
     settings = load_settings(data_dir=tmp_path / "data", worker_concurrency=1)
     doc = sample_contracts()[0]
     with EmbeddedRuntime(settings) as rt:
-        ingest_paths([doc], tenant="t", store=rt.resources.vector_store, embedder=rt.resources.embedder)
+        ingest_paths([doc], tenant="t", store=rt.components.vector_store, embedder=rt.components.embedder)
         job_ids = [rt.client.submit(JobRequest(text=f"Summarize this contract ({i}).", document_id=doc.stem,
                                                tenant="t")) for i in range(12)]
     # the runtime has stopped: nothing of it is left on the process-wide memory transport
@@ -30,7 +29,7 @@ def test_stopping_with_jobs_in_flight_dead_letters_them_and_replay_finishes_them
     assert all(memory.Channel.queues[q].qsize() == 0 for q in QUEUES if q in memory.Channel.queues)
     # and every job either finished or is a replayable dead letter
     with EmbeddedRuntime(settings) as rt:
-        state = rt.resources.state
+        state = rt.components.state
         letters = {dl.job_id: dl for dl in state.list_dead_letters()}
         finished = {j for j in job_ids if state.get_record(j) is not None}
         assert finished | set(letters) == set(job_ids) and not finished & set(letters)

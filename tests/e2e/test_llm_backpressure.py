@@ -34,12 +34,12 @@ def test_limiter_backpressure_requeues_jobs_instead_of_dead_lettering_them(
         )
         with EmbeddedRuntime(settings) as rt:
             doc = sample_contracts()[0]
-            ingest_paths([doc], tenant="t", store=rt.resources.vector_store, embedder=rt.resources.embedder)
+            ingest_paths([doc], tenant="t", store=rt.components.vector_store, embedder=rt.components.embedder)
             jobs = [rt.client.submit(JobRequest(text=f"What is the rent? ({i})", document_id=doc.stem, tenant="t",
                                                 intent_hint="question", params={"use_cache": False}))
                     for i in range(8)]
             records = [rt.client.result(job_id, timeout=90) for job_id in jobs]
-            letters = rt.resources.state.list_dead_letters()
+            letters = rt.components.state.list_dead_letters()
             assert letters == [], [(d.stage, d.failure_class, d.error_message) for d in letters]
         calls = server.requests_log
         chat = [r for r in calls if r["path"] == "/v1/chat/completions"]

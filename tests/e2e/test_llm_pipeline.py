@@ -40,7 +40,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         )
         with EmbeddedRuntime(settings) as rt:
             doc = sample_contracts()[0]
-            ingest_paths([doc], tenant="t", store=rt.resources.vector_store, embedder=rt.resources.embedder)
+            ingest_paths([doc], tenant="t", store=rt.components.vector_store, embedder=rt.components.embedder)
             yield {"rt": rt, "server": server, "doc": doc.stem}
 
 

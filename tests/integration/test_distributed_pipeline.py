@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from pipeline.settings import load_settings
-from schemas import JobRequest
+from schemas import QUEUES, JobRequest
 from tests.conftest import REPO, TEST_REDIS_URL, _redis_answers
-from workers.app import QUEUES, create_app
+from workers.app import create_app
 from workers.cli import sample_contracts
 from workers.client import ConveyorClient, JobFailed
 from workers.deadletters import replay_dead_letter
-from workers.runtime import release_resources
+from workers.runtime import release_components
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +127,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                 p.wait()
         for log in logs:
             log.close()
-        release_resources(app)
+        release_components(app)
         redis.Redis.from_url(TEST_REDIS_URL).flushdb()
 
 

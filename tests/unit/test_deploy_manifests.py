@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from pipeline.settings import SECRET_SETTINGS, Settings, load_settings
+from schemas import QUEUES
 from tests.conftest import REPO
 from workers.cli import main
-from workers.routing import QUEUES
 
 KNOWN = {"CONVEYOR_" + name.upper() for name in Settings.model_fields}
 

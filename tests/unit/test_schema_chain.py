@@ -1,34 +1,76 @@
-"""Typed edges: the output of stage N is the input of stage N+1; exports are current."""
+"""Typed edges: the stage table's chain, each stage callable's real signature against its spec,
+and JSON Schema exports that are current."""
 
 from __future__ import annotations
 
 import json
+import typing
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from schemas import STAGE_MODELS, STAGES, JobRequest
+from pipeline.settings import load_settings
+from pipeline.wiring import Components
+from schemas import PIPELINE, JobRequest, StageMessage, StageSpec
 from schemas.export import JSON_DIR, render_all
+from schemas.pipeline import stage, stages_from
+
+EDGES = list(zip(PIPELINE, PIPELINE[1:], strict=False))
 
 
-def test_every_stage_has_models_in_pipeline_order() -> None:
-    assert tuple(STAGE_MODELS) == STAGES
-
-
-@pytest.mark.parametrize("upstream, downstream", list(zip(STAGES, STAGES[1:], strict=False)))
-def test_output_of_stage_is_input_of_next(upstream: str, downstream: str) -> None:
-    _, produced = STAGE_MODELS[upstream]
-    consumed, _ = STAGE_MODELS[downstream]
-    assert produced is consumed, (
-        f"{upstream} produces {produced.__name__}, {downstream} takes {consumed.__name__}"
+@pytest.mark.parametrize("upstream, downstream", EDGES, ids=[f"{a.name}->{b.name}" for a, b in EDGES])
+def test_output_of_stage_is_input_of_next(upstream: StageSpec, downstream: StageSpec) -> None:
+    assert upstream.output is downstream.input, (
+        f"{upstream.name} produces {upstream.output.__name__}, {downstream.name} takes {downstream.input.__name__}"
     )
 
 
-def test_stage_messages_extend_each_other() -> None:
-    """Each message keeps everything the earlier stages decided."""
-    outputs = [STAGE_MODELS[s][1] for s in STAGES[:-1]]
-    for earlier, later in zip(outputs, outputs[1:], strict=False):
-        assert set(earlier.model_fields) <= set(later.model_fields)
+MESSAGE_EDGES = [(a, b) for a, b in EDGES if issubclass(b.output, StageMessage)]
+
+
+@pytest.mark.parametrize("upstream, downstream", MESSAGE_EDGES, ids=[f"{a.name}->{b.name}" for a, b in MESSAGE_EDGES])
+def test_each_message_carries_what_came_before_except_what_a_stage_drops(
+    upstream: StageSpec, downstream: StageSpec
+) -> None:
+    kept = set(upstream.output.model_fields) - set(downstream.drops)
+    assert kept <= set(downstream.output.model_fields), kept - set(downstream.output.model_fields)
+    assert set(downstream.drops) <= set(upstream.output.model_fields), "a stage drops a field it never got"
+
+
+@pytest.fixture(scope="module")
+def components(tmp_path_factory: pytest.TempPathFactory) -> typing.Iterator[Components]:
+    built = Components(load_settings(data_dir=Path(tmp_path_factory.mktemp("wiring"))))
+    yield built
+    built.close()
+
+
+@pytest.mark.parametrize("spec", PIPELINE, ids=[s.name for s in PIPELINE])
+def test_the_stage_the_workers_run_has_the_signature_of_its_spec(spec: StageSpec, components: Components) -> None:
+    """Changing a stage's input or output type without the table fails here."""
+    callable_ = components.stage(spec)
+    hints = typing.get_type_hints(type(callable_).__call__)
+    returns = hints.pop("return")
+    assert list(hints.values()) == [spec.input], f"{type(callable_).__name__} takes {hints}, spec says {spec.input}"
+    assert returns is spec.output, f"{type(callable_).__name__} returns {returns}, spec says {spec.output}"
+
+
+def test_stage_lookup_and_the_rest_of_the_chain() -> None:
+    assert [s.name for s in stages_from("generate")] == ["generate", "guard", "record"]
+    assert stage("generate").queue == "llm"
+    with pytest.raises(ValueError, match="stages are intent, retrieve, generate, guard, record"):
+        stage("nope")
+
+
+def test_task_and_queue_names_are_the_public_contract() -> None:
+    """Deployments route on these: renaming one is a breaking change, not a refactor."""
+    assert [(s.task, s.queue) for s in PIPELINE] == [
+        ("conveyor.intent", "intent"),
+        ("conveyor.retrieve", "retrieve"),
+        ("conveyor.generate", "llm"),
+        ("conveyor.guard", "guard"),
+        ("conveyor.record", "record"),
+    ]
 
 
 def test_exported_json_schemas_are_current() -> None:

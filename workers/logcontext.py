@@ -1,0 +1,52 @@
+"""``job_id``, ``stage`` and ``batch_id`` on every log record emitted while a stage runs.
+
+A context variable holds the ids of the delivery in progress (per thread, so a threads pool
+keeps jobs apart); a log-record factory copies them onto every record the process creates,
+whichever logger or handler it goes through (Celery's, the stage's, a library's). Records
+outside a stage get ``-``. ``job_context`` is the same as one text suffix for plain-text
+formats: `` [job_id=… stage=… batch_id=…]``, empty outside a stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+FIELDS: tuple[str, ...] = ("job_id", "stage", "batch_id")
+_CURRENT: ContextVar[dict[str, str] | None] = ContextVar("conveyor_log_context", default=None)
+_installed = False
+
+
+@contextmanager
+def log_context(*, job_id: str, stage: str, batch_id: str | None) -> Iterator[None]:
+    token = _CURRENT.set({"job_id": job_id, "stage": stage, "batch_id": batch_id or "-"})
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def current() -> dict[str, str] | None:
+    return _CURRENT.get()
+
+
+def install() -> None:
+    """Wrap the process's log-record factory once (idempotent; inherited by forked children)."""
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        ctx = _CURRENT.get()
+        for name in FIELDS:
+            setattr(record, name, ctx[name] if ctx else "-")
+        record.job_context = (" [" + " ".join(f"{k}={ctx[k]}" for k in FIELDS) + "]") if ctx else ""
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True

@@ -1,0 +1,216 @@
+"""The concerns around every stage run, one small class each (dramatiq's middleware shape).
+
+A stage run is a ``Delivery``; a middleware is ``(delivery, call_next) -> output model``
+and owns one concern. ``default_middleware(settings)`` lists them outermost first:
+
+    LogContext       job_id, stage and batch_id on every log line the run emits
+    DeadLetter       a ConveyorError that comes out ends the job: dead letter, then re-raise
+    RequeueOnSignal  ``Requeue``: back on the stage's queue with its countdown, retries untouched
+    StageRetry       a RetryableError with retries left: Celery retry, capped jittered backoff
+    ValidatePayload  JSON -> the stage's input model, or InvalidInput
+    TrackStatus      the job's status says running, at this stage and attempt
+    Timing           the stage's wall time on the message (``timings_ms``) and in the log
+    TranslateErrors  soft time limit -> StageTimeout; anything untranslated -> InternalError
+
+The order is the contract: a RetryableError that comes out of StageRetry was out of
+retries, so DeadLetter marks it ``retries_exhausted``; a ``Requeue`` is handled outside
+StageRetry, so it can never spend the retry budget. Adding a concern (metrics) is adding
+one class to the list.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from celery import Task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from pydantic import BaseModel, ValidationError
+
+from pipeline.backoff import backoff_delay
+from pipeline.errors import (
+    ConveyorError,
+    InternalError,
+    InvalidInput,
+    ProviderUnavailable,
+    Requeue,
+    RetryableError,
+    StageTimeout,
+    validation_problems,
+)
+from pipeline.settings import Settings
+from pipeline.wiring import Components
+from schemas import JobRequest, JobStatus, StageMessage, StageSpec
+from workers.chain import send_job
+from workers.deadletters import original_request, write_dead_letter
+from workers.logcontext import log_context
+
+log = logging.getLogger("conveyor.tasks")
+
+
+@dataclass
+class Delivery:
+    """One run of one stage on one message, as the middleware sees it."""
+
+    spec: StageSpec
+    payload: Any
+    task: Task
+    components: Components
+    #: the payload as the stage's input model, once ValidatePayload has run.
+    message: BaseModel | None = None
+
+    @property
+    def attempt(self) -> int:
+        return int(self.task.request.retries or 0) + 1
+
+    @property
+    def request(self) -> JobRequest:
+        msg = self.message
+        if isinstance(msg, JobRequest):
+            return msg
+        request = getattr(msg, "request", None)
+        if not isinstance(request, JobRequest):
+            raise InternalError(f"{self.spec.name}: the request is read before the payload was validated")
+        return request
+
+
+Handler = Callable[[Delivery], BaseModel]
+
+
+class Middleware(Protocol):
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel: ...
+
+
+def run_stage(delivery: Delivery) -> BaseModel:
+    """The innermost handler: the stage callable on the validated message."""
+    output: BaseModel = delivery.components.stage(delivery.spec)(delivery.message)
+    return output
+
+
+def compose(middleware: Sequence[Middleware], inner: Handler = run_stage) -> Handler:
+    """``middleware[0]`` outermost, ``inner`` at the centre."""
+    handler = inner
+    for layer in reversed(middleware):
+        handler = functools.partial(layer, call_next=handler)
+    return handler
+
+
+class LogContext:
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
+        raw = original_request(delivery.spec.name, delivery.payload)
+        job_id, batch_id = raw.get("job_id"), raw.get("batch_id")
+        with log_context(job_id=str(job_id or "unknown"), stage=delivery.spec.name,
+                         batch_id=str(batch_id) if batch_id else None):
+            return call_next(delivery)
+
+
+class DeadLetter:
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
+        try:
+            return call_next(delivery)
+        except ConveyorError as exc:
+            letter = write_dead_letter(
+                delivery.components.state,
+                stage=delivery.spec.name,
+                payload=delivery.payload,
+                error=exc,
+                attempts=delivery.attempt,
+                retries_exhausted=exc.retryable,
+            )
+            log.error("dead-lettered as %s%s (%s)", exc.failure_class,
+                      " after exhausting retries" if exc.retryable else "", letter.dead_letter_id)
+            raise  # stops the chain; Flower shows the failure
+
+
+class RequeueOnSignal:
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
+        try:
+            return call_next(delivery)
+        except Requeue as signal:
+            try:
+                send_job(delivery.task.app, delivery.payload, start=delivery.spec.name, countdown=signal.delay_s)
+            except Exception as exc:  # the broker refused the message: keep the job as a dead letter
+                raise ProviderUnavailable(f"could not re-queue the job: {type(exc).__name__}: {exc}") from exc
+            log.info("re-queued in %.2fs: %s", signal.delay_s, signal.reason)
+            raise Ignore() from signal
+
+
+class StageRetry:
+    def __init__(self, max_retries: int, backoff_base_s: float, backoff_max_s: float) -> None:
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
+        try:
+            return call_next(delivery)
+        except RetryableError as exc:
+            retries = delivery.attempt - 1
+            if retries >= self.max_retries:
+                raise
+            countdown = backoff_delay(
+                retries, base_s=self.backoff_base_s, cap_s=self.backoff_max_s, retry_after_s=exc.retry_after
+            )
+            log.warning("retry %d in %.2fs: %s: %s", delivery.attempt, countdown, exc.failure_class, exc.message)
+            raise delivery.task.retry(exc=exc, countdown=countdown, max_retries=self.max_retries) from exc
+
+
+class ValidatePayload:
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
+        spec = delivery.spec
+        try:
+            delivery.message = spec.input.model_validate(delivery.payload)
+        except ValidationError as exc:
+            problems = "; ".join(validation_problems(exc, "payload")[:8])
+            raise InvalidInput(f"{spec.name} input does not match its schema: {problems}") from exc
+        return call_next(delivery)
+
+
+class TrackStatus:
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
+        delivery.components.state.set_status(
+            JobStatus(job_id=delivery.request.job_id, state="running", stage=delivery.spec.name,
+                      attempts=delivery.attempt)
+        )
+        return call_next(delivery)
+
+
+class Timing:
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
+        started = time.perf_counter()
+        output = call_next(delivery)
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        if isinstance(output, StageMessage):
+            output.timings_ms[delivery.spec.name] = elapsed_ms
+        log.info("done in %.1f ms", elapsed_ms)
+        return output
+
+
+class TranslateErrors:
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
+        name = delivery.spec.name
+        try:
+            return call_next(delivery)
+        except SoftTimeLimitExceeded as exc:
+            raise StageTimeout(f"{name} exceeded its soft time limit") from exc
+        except (ConveyorError, Requeue):
+            raise
+        except Exception as exc:  # a bug or an untranslated library error: never retried blindly
+            raise InternalError(f"{name} failed unexpectedly: {type(exc).__name__}: {exc}") from exc
+
+
+def default_middleware(settings: Settings) -> list[Middleware]:
+    return [
+        LogContext(),
+        DeadLetter(),
+        RequeueOnSignal(),
+        StageRetry(settings.stage_max_retries, settings.retry_backoff_base_s, settings.retry_backoff_max_s),
+        ValidatePayload(),
+        TrackStatus(),
+        Timing(),
+        TranslateErrors(),
+    ]
