@@ -3,7 +3,7 @@
 No Celery and no network here; the guard task wraps these.
 """
 
-from pipeline.guard.grounding import GroundingReport, check_citations, grounding
+from pipeline.guard.grounding import GroundingReport, grounding
 from pipeline.guard.injection import InjectionResult, detect_injection
 from pipeline.guard.pii import PiiMatch, PiiRedactingFilter, find_pii, redact, scrub_event
 from pipeline.guard.policy import BlocklistPolicy
@@ -15,7 +15,6 @@ __all__ = [
     "InjectionResult",
     "PiiMatch",
     "PiiRedactingFilter",
-    "check_citations",
     "detect_injection",
     "find_pii",
     "grounding",

@@ -121,14 +121,3 @@ def grounding(
     return GroundingReport(
         score=round(supported / total, 4) if total else 1.0, unsupported=unsupported, support=support
     )
-
-
-def check_citations(cited_ids: Iterable[Hashable], retrieved_ids: Iterable[Hashable]) -> list[str]:
-    """Cited ids that were not retrieved (as strings, first-seen order, no duplicates)."""
-    known = {str(chunk_id) for chunk_id in retrieved_ids}
-    invalid: list[str] = []
-    for cited in cited_ids:
-        key = str(cited)
-        if key not in known and key not in invalid:
-            invalid.append(key)
-    return invalid

@@ -4,8 +4,8 @@ The request is embedded once; ``classify_vector`` lets the retrieve stage reuse 
 vector. Three scorers share the same examples:
 
 * ``logreg`` (default) — multinomial logistic regression (softmax) on the example
-  embeddings, L2-regularised, class-balanced, fitted once per process at warm-up with a
-  small deterministic L-BFGS in numpy (no randomness, no extra dependency). Its
+  embeddings, L2-regularised, class-balanced, fitted with a small deterministic L-BFGS in
+  numpy (no randomness, no extra dependency; ``pipeline/intent/fit.py``). Its
   probabilities are calibrated by one temperature fitted on out-of-fold predictions
   (``CALIBRATION_FOLDS`` folds by example index), so ``confidence`` — the probability of
   the winning intent — can be read as an estimate of being right. ``scores`` holds the
@@ -14,6 +14,15 @@ vector. Three scorers share the same examples:
 * ``centroid`` — cosine to the mean example of each intent; ``scores`` are cosines and
   ``confidence`` a softmax over them at ``TEMPERATURE``.
 * ``knn`` — mean cosine of the ``k`` most similar examples of each intent (same scoring).
+
+The ``logreg`` model is fitted offline by ``scripts/fit_intent.py`` and shipped as
+``model.v2.npz`` next to this module: the weights, the temperature, the example
+embeddings in float16 (the nearest-example cosine below needs them; cosine error < 1e-4)
+and metadata (examples version and sha256, embedder ``model_id``, ``l2``, folds).
+``warm_up`` loads it when the embedder, the examples file (by sha256) and ``l2`` match,
+and otherwise embeds the examples and fits here, logging a warning that says why (e.g.
+an OpenAI-compatible embedder, or examples edited without re-running the script; a unit
+test fails for the latter). ``centroid``/``knn`` and explicit ``examples`` always fit.
 
 A prediction falls back to ``other`` when its confidence is below ``threshold`` or when
 the request is unlike every example (``min_similarity``: the best centroid or k-NN score,
@@ -40,22 +49,28 @@ the sweep is printed by the script). Lexical features (interrogative first word,
 trailing "?", imperative verb) appended to the logistic regression gained 0.008 LOO and
 nothing on dev or probes, and were left out: the intent stage calls ``classify_vector``
 with the embedding only, so they could not be used where it matters.
+
+STARTUP_FIGURES
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from pipeline.errors import InternalError, InvalidInput
 from pipeline.retrieval.embeddings import Embedder, l2_normalize
+
+log = logging.getLogger(__name__)
 
 INTENTS: tuple[str, ...] = ("summarize", "question", "extract", "risk", "other")
 FALLBACK_INTENT = "other"
@@ -78,10 +93,21 @@ CALIBRATION_FOLDS = 5
 #: softmax temperature over cosine scores (centroid/knn); cosines of MiniLM differ by a
 #: few hundredths.
 TEMPERATURE = 0.05
+#: layout version of the shipped weights file (``scripts/fit_intent.py`` writes it).
+WEIGHTS_FORMAT = 1
 
 
 def default_examples_path() -> Path:
     return Path(str(resources.files("pipeline").joinpath(f"data/intent_examples.{EXAMPLES_VERSION}.jsonl")))
+
+
+def default_weights_path() -> Path:
+    """The logreg weights fitted offline for the default embedder and examples."""
+    return Path(str(resources.files("pipeline").joinpath(f"intent/model.{EXAMPLES_VERSION}.npz")))
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -96,33 +122,6 @@ class IntentPrediction:
     confidence: float
     method: str
     scores: dict[str, float] = field(default_factory=dict)
-
-
-def load_examples(path: str | Path) -> list[IntentExample]:
-    """Read ``{"text", "intent"}`` lines; unknown intents are a packaging bug."""
-    examples: list[IntentExample] = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InternalError(f"cannot read intent examples {path}: {exc}") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            example = IntentExample(text=str(item["text"]), intent=str(item["intent"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InternalError(f"{path}:{number}: not an intent example: {exc}") from exc
-        if example.intent not in INTENTS:
-            raise InternalError(f"{path}:{number}: unknown intent {example.intent!r}")
-        examples.append(example)
-    missing = set(INTENTS) - {e.intent for e in examples}
-    if missing:
-        raise InternalError(f"{path}: no examples for {sorted(missing)}")
-    return examples
-
-
-# --- softmax regression ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -146,150 +145,102 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+@dataclass(frozen=True)
+class FittedIntent:
+    """What a request is scored against: unit example embeddings, their labels, the method's model."""
+
+    matrix: np.ndarray  # (n, dim) float32
+    labels: np.ndarray  # (n,) indices into INTENTS
+    model: SoftmaxModel | None = None  # logreg
+    centroids: np.ndarray | None = None  # centroid, (len(INTENTS), dim)
 
 
-def fit_softmax_regression(
-    features: np.ndarray,
-    labels: np.ndarray,
-    n_classes: int,
-    l2: float,
-    *,
-    balanced: bool = True,
-    init: np.ndarray | None = None,
-    max_iter: int = 500,
-    tolerance: float = 1e-6,
-    memory: int = 10,
-) -> np.ndarray:
-    """Weights minimising weighted cross-entropy + ``l2/2 * |W|^2`` (bias unpenalised).
-
-    The objective is strictly convex once the bias is centred, so the optimum is unique
-    and the result depends only on the data (``init`` merely warm-starts). L-BFGS with
-    Armijo backtracking; stops when the largest gradient component is below
-    ``tolerance``. With ``balanced`` each class carries the same total weight, so the
-    prior does not follow how many examples happen to be written for each intent.
-    """
-    x = np.asarray(features, dtype=np.float64)
-    n, dim = x.shape
-    xa = np.hstack([x, np.ones((n, 1))])
-    onehot = np.eye(n_classes)[labels]
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    if balanced:
-        present = int((counts > 0).sum())
-        sample_weight = 1.0 / (present * counts[labels])
+def predict(
+    vector: np.ndarray, fitted: FittedIntent, *, method: Method, k: int, threshold: float, min_similarity: float
+) -> IntentPrediction:
+    """Score one embedding and apply the fallback rule (shared by the classifier and the LOO evaluation)."""
+    query = l2_normalize(np.asarray(vector, dtype=np.float32).reshape(-1))
+    if method == "logreg":
+        if fitted.model is None:
+            raise InternalError("the logreg intent method has no fitted model")
+        probabilities = fitted.model.probabilities(query)[0]
+        scores = probabilities
+        similarity = float((fitted.matrix @ query).max())  # nearest example
     else:
-        sample_weight = np.full(n, 1.0 / n)
-    penalty = np.ones((dim + 1, 1))
-    penalty[-1] = 0.0
-    weighted_onehot = sample_weight[:, None] * onehot
-
-    def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        weights = theta.reshape(dim + 1, n_classes)
-        log_p = _log_softmax(xa @ weights)
-        loss = -float((weighted_onehot * log_p).sum()) + 0.5 * l2 * float((penalty * weights**2).sum())
-        residual = sample_weight[:, None] * np.exp(log_p) - weighted_onehot
-        grad = xa.T @ residual + l2 * penalty * weights
-        return loss, grad.ravel()
-
-    start = np.zeros((dim + 1, n_classes)) if init is None else np.array(init, dtype=np.float64)
-    # softmax ignores a shift common to all logits and the bias is unpenalised, so the
-    # bias is centred (its gradient sums to zero over classes and keeps it centred).
-    start[-1] -= start[-1].mean()
-    theta = start.ravel()
-    loss, grad = loss_and_grad(theta)
-    steps: list[np.ndarray] = []
-    changes: list[np.ndarray] = []
-    for _ in range(max_iter):
-        if float(np.abs(grad).max()) < tolerance:
-            break
-        # two-loop recursion: direction = -H^-1 grad for the L-BFGS inverse-Hessian estimate
-        direction = grad.copy()
-        alphas: list[float] = []
-        for s, y in zip(reversed(steps), reversed(changes), strict=True):
-            alpha = float(s @ direction) / float(y @ s)
-            alphas.append(alpha)
-            direction -= alpha * y
-        if steps:
-            direction *= float(steps[-1] @ changes[-1]) / float(changes[-1] @ changes[-1])
-        else:
-            direction /= max(1.0, 10.0 * float(np.abs(grad).max()))
-        for s, y, alpha in zip(steps, changes, reversed(alphas), strict=True):
-            direction += s * (alpha - float(y @ direction) / float(y @ s))
-        direction = -direction
-        slope = float(grad @ direction)
-        if slope >= 0.0:  # not a descent direction: restart from the gradient
-            steps.clear()
-            changes.clear()
-            direction = -grad / max(1.0, 10.0 * float(np.abs(grad).max()))
-            slope = float(grad @ direction)
-        step = 1.0
-        while True:
-            candidate = theta + step * direction
-            new_loss, new_grad = loss_and_grad(candidate)
-            if new_loss <= loss + 1e-4 * step * slope or step < 1e-10:
-                break
-            step *= 0.5
-        s, y = candidate - theta, new_grad - grad
-        if float(s @ y) > 1e-12:
-            steps.append(s)
-            changes.append(y)
-            if len(steps) > memory:
-                steps.pop(0)
-                changes.pop(0)
-        theta, loss, grad = candidate, new_loss, new_grad
-    return theta.reshape(dim + 1, n_classes)
+        scores = _similarity_scores(query, fitted, method, k)
+        probabilities = softmax((scores - scores.max()) / TEMPERATURE)
+        similarity = float(scores.max())
+    best = int(np.argmax(probabilities))
+    intent, confidence = INTENTS[best], float(probabilities[best])
+    name = f"embedding-{method}"
+    score_map = {intent_name: round(float(s), 4) for intent_name, s in zip(INTENTS, scores, strict=True)}
+    if intent != FALLBACK_INTENT and (similarity < min_similarity or confidence < threshold):
+        return IntentPrediction(FALLBACK_INTENT, confidence, f"{name}+fallback", score_map)
+    return IntentPrediction(intent, confidence, name, score_map)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, low: float = 0.05, high: float = 20.0) -> float:
-    """The temperature minimising the negative log-likelihood of held-out ``logits``.
-
-    Golden-section search on log T (the NLL is unimodal in T); deterministic.
-    """
-    rows = np.arange(len(labels))
-
-    def nll(log_t: float) -> float:
-        return -float(_log_softmax(logits / np.exp(log_t))[rows, labels].mean())
-
-    a, b = np.log(low), np.log(high)
-    ratio = (np.sqrt(5.0) - 1.0) / 2.0
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = nll(c), nll(d)
-    for _ in range(60):
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = nll(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = nll(d)
-    return float(np.exp((a + b) / 2.0))
+def _similarity_scores(query: np.ndarray, fitted: FittedIntent, method: Method, k: int) -> np.ndarray:
+    if method == "centroid":
+        if fitted.centroids is None:
+            raise InternalError("the centroid intent method has no centroids")
+        return fitted.centroids @ query
+    similarities = fitted.matrix @ query
+    scores = np.empty(len(INTENTS), dtype=np.float32)
+    for i in range(len(INTENTS)):
+        own = np.sort(similarities[fitted.labels == i])[::-1][:k]
+        scores[i] = own.mean()
+    return scores
 
 
-def fit_calibrated_softmax(
-    features: np.ndarray, labels: np.ndarray, n_classes: int, l2: float, folds: int = CALIBRATION_FOLDS
-) -> SoftmaxModel:
-    """Fit on all examples; fit the temperature on ``folds``-fold out-of-fold logits."""
-    weights = fit_softmax_regression(features, labels, n_classes, l2)
-    if folds < 2 or np.bincount(labels, minlength=n_classes).min() < folds:
-        return SoftmaxModel(weights)  # too few examples of some intent to hold any out
-    x = np.asarray(features, dtype=np.float64)
-    fold_of = np.arange(len(labels)) % folds
-    held_out = np.zeros((len(labels), n_classes))
-    for fold in range(folds):
-        train = fold_of != fold
-        fold_weights = fit_softmax_regression(x[train], labels[train], n_classes, l2, init=weights)
-        held_out[~train] = SoftmaxModel(fold_weights).logits(x[~train])
-    return SoftmaxModel(weights, fit_temperature(held_out, labels))
+def read_weights(path: str | Path) -> tuple[dict[str, Any], FittedIntent]:
+    """The metadata and logreg state in a weights file; ``InternalError`` if it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            weights = np.asarray(data["weights"], dtype=np.float64)
+            matrix = np.asarray(data["embeddings"], dtype=np.float32)
+            labels = np.asarray(data["labels"], dtype=np.int64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise InternalError(f"cannot read intent weights {path}: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT:
+        raise InternalError(f"{path}: not intent weights of format {WEIGHTS_FORMAT}")
+    dim, n = int(meta.get("dim", -1)), int(meta.get("examples", -1))
+    if (
+        weights.shape != (dim + 1, len(INTENTS))
+        or matrix.shape != (n, dim)
+        or labels.shape != (n,)
+        or not ((labels >= 0) & (labels < len(INTENTS))).all()
+    ):
+        raise InternalError(f"{path}: arrays do not match the metadata (dim {dim}, {n} examples)")
+    model = SoftmaxModel(weights, float(meta["temperature"]))
+    return meta, FittedIntent(matrix, labels, model=model)
 
 
-# --- classifier ----------------------------------------------------------------------
+def _mismatch(meta: dict[str, Any], embedder: Embedder, examples_path: Path, l2: float) -> str | None:
+    """Why the shipped weights cannot stand in for a fit with this configuration, or None."""
+    if meta.get("embedder_model_id") != embedder.model_id or meta.get("dim") != embedder.dim:
+        return (
+            f"they were fitted for embedder {meta.get('embedder_model_id')!r} (dim {meta.get('dim')}), "
+            f"this one is {embedder.model_id!r} (dim {embedder.dim})"
+        )
+    if tuple(meta.get("intents", ())) != INTENTS:
+        return f"they were fitted for intents {meta.get('intents')}, the classifier has {list(INTENTS)}"
+    if meta.get("l2") != l2 or meta.get("calibration_folds") != CALIBRATION_FOLDS:
+        return f"they were fitted with l2={meta.get('l2')} and {meta.get('calibration_folds')} calibration folds"
+    try:
+        sha = file_sha256(examples_path)
+    except OSError as exc:
+        return f"cannot hash the examples {examples_path}: {exc}"
+    if sha != meta.get("examples_sha256"):
+        return (
+            f"{examples_path.name} is not the file they were fitted on (sha256 {sha[:12]}..., "
+            f"weights {str(meta.get('examples_sha256'))[:12]}...); run python scripts/fit_intent.py"
+        )
+    return None
 
 
 class IntentClassifier:
-    """Softmax regression, nearest centroid or k-NN over example embeddings, built lazily once."""
+    """Softmax regression (shipped weights or fitted), nearest centroid or k-NN over example embeddings."""
 
     def __init__(
         self,
@@ -302,7 +253,10 @@ class IntentClassifier:
         min_similarity: float = DEFAULT_MIN_SIMILARITY,
         examples: Sequence[IntentExample] | None = None,
         l2: float = DEFAULT_L2,
+        weights_path: str | Path | None = None,
+        load_weights: bool = True,
     ) -> None:
+        """``load_weights=False`` always fits from the examples (evaluation, tests)."""
         if method not in METHODS:
             raise ValueError(f"unknown intent method {method!r}; expected one of {METHODS}")
         if k < 1:
@@ -311,111 +265,78 @@ class IntentClassifier:
             raise ValueError("l2 must be positive")
         self.embedder = embedder
         self.examples_path = Path(examples_path) if examples_path else default_examples_path()
+        self.weights_path = Path(weights_path) if weights_path else default_weights_path()
         self.threshold = threshold
         self.min_similarity = min_similarity
         self.k = k
         self.l2 = l2
         self.method: Method = method
+        self.load_weights = load_weights
         self._given_examples = list(examples) if examples is not None else None
         self._lock = threading.Lock()
-        self._examples: list[IntentExample] | None = None
-        self._matrix: np.ndarray | None = None
-        self._labels: np.ndarray | None = None
-        self._centroids: np.ndarray | None = None
-        self._model: SoftmaxModel | None = None
-        self._loo_model: tuple[int, SoftmaxModel] | None = None
+        self._fitted: FittedIntent | None = None
+        self._loaded_from: Path | None = None
 
     @property
-    def examples(self) -> list[IntentExample]:
+    def fitted(self) -> FittedIntent:
         self.warm_up()
-        assert self._examples is not None
-        return self._examples
+        assert self._fitted is not None
+        return self._fitted
 
     @property
     def model(self) -> SoftmaxModel | None:
-        """The fitted softmax regression (``logreg`` only), for inspection."""
+        """The softmax regression (``logreg`` only), for inspection."""
+        return self.fitted.model
+
+    @property
+    def loaded_from(self) -> Path | None:
+        """The weights file the model was loaded from; None when it was fitted here."""
         self.warm_up()
-        return self._model
+        return self._loaded_from
 
     def warm_up(self) -> None:
-        """Embed the examples and fit the model (once); call at worker start."""
-        if self._matrix is not None:
+        """Load the shipped weights, else embed the examples and fit (once); call at worker start."""
+        if self._fitted is not None:
             return
         with self._lock:
-            if self._matrix is not None:
+            if self._fitted is not None:
                 return
-            examples = self._given_examples or load_examples(self.examples_path)
-            matrix = l2_normalize(self.embedder.embed([e.text for e in examples]))
-            labels = np.array([INTENTS.index(e.intent) for e in examples])
-            self._centroids = _centroids(matrix, labels)
-            if self.method == "logreg":
-                self._model = fit_calibrated_softmax(matrix, labels, len(INTENTS), self.l2)
-            self._examples, self._labels = examples, labels
-            self._matrix = matrix
+            fitted, reason = self._load()
+            if fitted is not None:
+                self._loaded_from = self.weights_path
+            else:
+                from pipeline.intent.fit import fit_intent, load_examples
+
+                if reason is not None:
+                    log.warning("intent classifier: fitting from the examples, not loading %s: %s",
+                                self.weights_path.name, reason)
+                examples = self._given_examples or load_examples(self.examples_path)
+                fitted = fit_intent(self.embedder, examples, self.method, self.l2)
+            self._fitted = fitted
+
+    def _load(self) -> tuple[FittedIntent | None, str | None]:
+        """The shipped state, or why not (None when fitting was asked for and is no surprise)."""
+        if not self.load_weights or self.method != "logreg" or self._given_examples is not None:
+            return None, None
+        try:
+            meta, fitted = read_weights(self.weights_path)
+        except InternalError as exc:
+            return None, str(exc)
+        reason = _mismatch(meta, self.embedder, self.examples_path, self.l2)
+        return (None, reason) if reason else (fitted, None)
 
     def classify(self, text: str) -> IntentPrediction:
         if not text or not text.strip():
             raise InvalidInput("cannot classify an empty request")
         return self.classify_vector(self.embedder.embed_one(text))
 
-    def classify_vector(self, vector: np.ndarray, *, exclude: int | None = None) -> IntentPrediction:
-        """Classify an already computed query embedding.
-
-        ``exclude`` drops one example by index (leave-one-out evaluation); for ``logreg``
-        the weights are refitted without it (the temperature is kept).
-        """
-        self.warm_up()
-        query = l2_normalize(np.asarray(vector, dtype=np.float32).reshape(-1))
-        if self.method == "logreg":
-            probabilities, similarity = self._logreg(query, exclude)
-            scores = probabilities
-        else:
-            scores = self._similarity_scores(query, exclude)
-            probabilities = softmax((scores - scores.max()) / TEMPERATURE)
-            similarity = float(scores.max())
-        best = int(np.argmax(probabilities))
-        intent, confidence = INTENTS[best], float(probabilities[best])
-        method = f"embedding-{self.method}"
-        score_map = {name: round(float(s), 4) for name, s in zip(INTENTS, scores, strict=True)}
-        if intent != FALLBACK_INTENT and (similarity < self.min_similarity or confidence < self.threshold):
-            return IntentPrediction(FALLBACK_INTENT, confidence, f"{method}+fallback", score_map)
-        return IntentPrediction(intent, confidence, method, score_map)
-
-    def _kept(self, exclude: int | None) -> tuple[np.ndarray, np.ndarray]:
-        assert self._matrix is not None and self._labels is not None
-        if exclude is None:
-            return self._matrix, self._labels
-        keep = np.arange(len(self._labels)) != exclude
-        return self._matrix[keep], self._labels[keep]
-
-    def _logreg(self, query: np.ndarray, exclude: int | None) -> tuple[np.ndarray, float]:
-        assert self._model is not None
-        matrix, labels = self._kept(exclude)
-        model = self._model
-        if exclude is not None:
-            cached = self._loo_model
-            if cached is not None and cached[0] == exclude:
-                model = cached[1]
-            else:
-                weights = fit_softmax_regression(matrix, labels, len(INTENTS), self.l2, init=self._model.weights)
-                model = SoftmaxModel(weights, self._model.temperature)
-                self._loo_model = (exclude, model)
-        nearest = float((matrix @ query).max())
-        return model.probabilities(query)[0], nearest
-
-    def _similarity_scores(self, query: np.ndarray, exclude: int | None) -> np.ndarray:
-        assert self._centroids is not None
-        matrix, labels = self._kept(exclude)
-        if self.method == "centroid":
-            centroids = self._centroids if exclude is None else _centroids(matrix, labels)
-            return centroids @ query
-        similarities = matrix @ query
-        scores = np.empty(len(INTENTS), dtype=np.float32)
-        for i in range(len(INTENTS)):
-            own = np.sort(similarities[labels == i])[::-1][: self.k]
-            scores[i] = own.mean()
-        return scores
-
-
-def _centroids(matrix: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return l2_normalize(np.stack([matrix[labels == i].mean(axis=0) for i in range(len(INTENTS))]))
+    def classify_vector(self, vector: np.ndarray) -> IntentPrediction:
+        """Classify an already computed query embedding (the intent stage reuses the request's)."""
+        return predict(
+            vector,
+            self.fitted,
+            method=self.method,
+            k=self.k,
+            threshold=self.threshold,
+            min_similarity=self.min_similarity,
+        )

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import tomllib
 from collections import Counter
+from collections.abc import Sequence
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +13,8 @@ import pytest
 
 from pipeline.errors import InternalError, InvalidInput
 from pipeline.intent.classifier import (
+    CALIBRATION_FOLDS,
+    DEFAULT_L2,
     DEFAULT_METHOD,
     DEFAULT_THRESHOLD,
     EXAMPLES_VERSION,
@@ -16,14 +22,26 @@ from pipeline.intent.classifier import (
     IntentClassifier,
     IntentExample,
     default_examples_path,
+    default_weights_path,
+    file_sha256,
+    read_weights,
+)
+from pipeline.intent.fit import (
     fit_calibrated_softmax,
+    fit_intent,
     fit_softmax_regression,
     fit_temperature,
     load_examples,
+    weights_metadata,
+    write_weights,
 )
-from pipeline.retrieval.embeddings import OnnxMiniLMEmbedder
+from pipeline.retrieval.embeddings import MINILM_MODEL_ID, OnnxMiniLMEmbedder
 from pipeline.settings import Settings
+from scripts.eval_intent import fitted_without, leave_one_out
 from tests.fakes import HashingEmbedder, shared_minilm
+
+REPO = Path(__file__).resolve().parents[2]
+REFIT = "python scripts/fit_intent.py"
 
 #: Phrasings written for these tests only: not in the examples file, the dev set or the
 #: probes of scripts/eval_intent.py (checked below).
@@ -50,9 +68,36 @@ def minilm() -> OnnxMiniLMEmbedder:
 
 @pytest.fixture(scope="module")
 def classifier(minilm: OnnxMiniLMEmbedder) -> IntentClassifier:
+    """What a worker gets: the shipped weights."""
     clf = IntentClassifier(minilm)
     clf.warm_up()
     return clf
+
+
+@pytest.fixture(scope="module")
+def freshly_fitted(minilm: OnnxMiniLMEmbedder) -> IntentClassifier:
+    clf = IntentClassifier(minilm, load_weights=False)
+    clf.warm_up()
+    return clf
+
+
+class CountingEmbedder:
+    """The real MiniLM under any ``model_id``, counting the texts it is asked to embed."""
+
+    def __init__(self, inner: OnnxMiniLMEmbedder, model_id: str = MINILM_MODEL_ID) -> None:
+        self.inner, self.model_id, self.dim = inner, model_id, inner.dim
+        self.texts = 0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts += len(texts)
+        return self.inner.embed(texts)
+
+    def embed_one(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def _dev_texts() -> set[str]:
@@ -100,6 +145,139 @@ class TestExamples:
         path.write_text(json.dumps({"text": "x", "intent": "question"}) + "\n")
         with pytest.raises(InternalError, match="no examples"):
             load_examples(path)
+
+
+class TestShippedWeights:
+    def test_metadata_matches_the_examples_file(self) -> None:
+        meta, fitted = read_weights(default_weights_path())
+        examples = load_examples(default_examples_path())
+        stale = f"pipeline/intent/{default_weights_path().name} is stale: run {REFIT}"
+        assert default_weights_path().name == f"model.{EXAMPLES_VERSION}.npz"
+        assert meta["examples_version"] == EXAMPLES_VERSION, stale
+        assert meta["examples_file"] == default_examples_path().name, stale
+        assert meta["examples_sha256"] == file_sha256(default_examples_path()), stale
+        assert [INTENTS[i] for i in fitted.labels] == [e.intent for e in examples], stale
+        assert meta["embedder_model_id"] == MINILM_MODEL_ID, stale
+        assert (meta["method"], meta["l2"]) == ("logreg", DEFAULT_L2), stale
+        assert meta["calibration_folds"] == CALIBRATION_FOLDS, stale
+        assert tuple(meta["intents"]) == INTENTS, stale
+
+    def test_weights_are_package_data(self) -> None:
+        patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+        relative = default_weights_path().relative_to(REPO / "pipeline").as_posix()
+        assert any(fnmatch(relative, pattern) for pattern in patterns["pipeline"])
+
+    def test_worker_classifier_loads_the_shipped_weights(self, classifier: IntentClassifier) -> None:
+        assert classifier.loaded_from == default_weights_path()
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "Summarize this contract.",
+            "Who are the parties?",
+            "Pull the payment dates into a table.",
+            "Is the indemnity a problem for us?",
+            "Summarise the agreement and flag anything risky for us.",
+            "asdf qwer zxcv",
+        ],
+    )
+    def test_loaded_weights_predict_like_a_fresh_fit(
+        self, classifier: IntentClassifier, freshly_fitted: IntentClassifier, minilm: OnnxMiniLMEmbedder, text: str
+    ) -> None:
+        assert freshly_fitted.loaded_from is None
+        vector = minilm.embed_one(text)
+        loaded, fresh = classifier.classify_vector(vector), freshly_fitted.classify_vector(vector)
+        assert (loaded.intent, loaded.method) == (fresh.intent, fresh.method), f"re-run {REFIT}"
+        assert loaded.confidence == pytest.approx(fresh.confidence, abs=1e-4)
+        assert loaded.scores == pytest.approx(fresh.scores, abs=1e-4)
+
+    def test_shipped_state_is_the_fitted_state(
+        self, classifier: IntentClassifier, freshly_fitted: IntentClassifier
+    ) -> None:
+        loaded, fresh = classifier.model, freshly_fitted.model
+        assert loaded is not None and fresh is not None
+        assert np.allclose(loaded.weights, fresh.weights, atol=1e-5)
+        assert loaded.temperature == pytest.approx(fresh.temperature, rel=1e-5)
+        # float16 example embeddings: the nearest-example cosine (min_similarity) moves < 1e-3
+        assert np.abs(classifier.fitted.matrix - freshly_fitted.fitted.matrix).max() < 1e-3
+
+    def test_loading_embeds_no_examples(self, minilm: OnnxMiniLMEmbedder, caplog: pytest.LogCaptureFixture) -> None:
+        embedder = CountingEmbedder(minilm)
+        clf = IntentClassifier(embedder, threshold=0.3)
+        clf.warm_up()
+        assert embedder.texts == 0
+        assert clf.loaded_from == default_weights_path()
+        assert clf.classify("Summarize this contract.").intent == "summarize"
+        assert embedder.texts == 1
+        assert not _warnings(caplog)
+
+    def test_another_embedding_model_fits_once_and_says_why(self, caplog: pytest.LogCaptureFixture) -> None:
+        embedder = HashingEmbedder(dim=64)
+        clf = IntentClassifier(embedder)
+        clf.warm_up()
+        clf.warm_up()
+        clf.classify("what is the fee")
+        assert clf.loaded_from is None
+        assert embedder.calls == 2  # the examples in one batch, then the request
+        assert clf.model is not None and clf.model.weights.shape == (65, len(INTENTS))
+        warnings = _warnings(caplog)
+        assert len(warnings) == 1
+        assert "test-hashing" in warnings[0] and MINILM_MODEL_ID in warnings[0]
+
+    def test_edited_examples_fit_instead_of_loading_stale_weights(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        lines = default_examples_path().read_text(encoding="utf-8").splitlines()
+        kept = [line for i, line in enumerate(lines) if i % 8 == 0]
+        edited = tmp_path / default_examples_path().name
+        edited.write_text("\n".join(kept) + "\n", encoding="utf-8")
+        embedder = HashingEmbedder(dim=384)
+        embedder.model_id = MINILM_MODEL_ID  # as if MiniLM: only the examples differ
+        clf = IntentClassifier(embedder, edited)
+        clf.warm_up()
+        assert clf.loaded_from is None and embedder.calls == 1
+        assert len(clf.fitted.labels) == len(kept)
+        [warning] = _warnings(caplog)
+        assert edited.name in warning and REFIT in warning
+
+    def test_weights_round_trip_through_the_file(self, tmp_path: Path) -> None:
+        examples = TestClassifierMechanics()._examples()
+        examples_path = tmp_path / "examples.jsonl"
+        examples_path.write_text("".join(json.dumps({"text": e.text, "intent": e.intent}) + "\n" for e in examples))
+        fitter = HashingEmbedder(dim=128)
+        fitted = fit_intent(fitter, examples, "logreg", DEFAULT_L2)
+        weights = tmp_path / "model.npz"
+        write_weights(weights, fitted, weights_metadata(fitter, examples_path, fitted, DEFAULT_L2))
+        first = weights.read_bytes()
+        write_weights(weights, fitted, weights_metadata(fitter, examples_path, fitted, DEFAULT_L2))
+        assert weights.read_bytes() == first  # deterministic: no diff without a change
+
+        embedder = HashingEmbedder(dim=128)
+        loaded = IntentClassifier(embedder, examples_path, weights_path=weights)
+        fresh = IntentClassifier(HashingEmbedder(dim=128), examples_path, load_weights=False)
+        assert loaded.loaded_from == weights and embedder.calls == 0
+        for text in ("gist of it", "risk exposure", "pizza", "who"):
+            a, b = loaded.classify(text), fresh.classify(text)
+            assert a.intent == b.intent and a.confidence == pytest.approx(b.confidence, abs=1e-4)
+
+    def test_unreadable_weights_fit_and_say_why(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        broken = tmp_path / "model.npz"
+        broken.write_bytes(b"not a zip")
+        clf = IntentClassifier(HashingEmbedder(dim=64), weights_path=broken)
+        clf.warm_up()
+        assert clf.loaded_from is None
+        [warning] = _warnings(caplog)
+        assert "cannot read intent weights" in warning
+
+    @pytest.mark.parametrize("kwargs", [{"load_weights": False}, {"method": "centroid"}])
+    def test_asking_for_a_fit_fits_without_a_warning(
+        self, caplog: pytest.LogCaptureFixture, kwargs: dict[str, object]
+    ) -> None:
+        embedder = HashingEmbedder(dim=64)  # would warn about its model_id if loading were tried
+        clf = IntentClassifier(embedder, **kwargs)  # type: ignore[arg-type]
+        clf.warm_up()
+        assert clf.loaded_from is None and embedder.calls == 1
+        assert not _warnings(caplog)
 
 
 class TestDefaults:
@@ -218,24 +396,24 @@ class TestClassifierMechanics:
             method=method,  # type: ignore[arg-type]
         )
         assert clf.classify("risk exposure").intent == "risk"
-        clf.warm_up()
-        assert clf._matrix is not None
-        loo = clf.classify_vector(clf._matrix[0], exclude=0)
+        loo = leave_one_out(clf, 0)
         assert loo.intent in INTENTS
         assert loo.method == f"embedding-{method}"
 
     def test_leave_one_out_refits_without_touching_the_full_model(self) -> None:
         clf = IntentClassifier(HashingEmbedder(dim=128), examples=self._examples(), threshold=0.0)
-        clf.warm_up()
-        assert clf._matrix is not None and clf.model is not None
-        before = clf.model.weights.copy()
-        full = clf.classify_vector(clf._matrix[0])
-        held_out = clf.classify_vector(clf._matrix[0], exclude=0)
-        assert np.array_equal(clf.model.weights, before)
+        full_state = clf.fitted
+        assert full_state.model is not None
+        before = full_state.model.weights.copy()
+        full = clf.classify_vector(full_state.matrix[0])
+        held_out = leave_one_out(clf, 0)
+        assert np.array_equal(full_state.model.weights, before)
         assert held_out.intent in INTENTS
-        assert clf._loo_model is not None and clf._loo_model[0] == 0
-        assert not np.array_equal(clf._loo_model[1].weights, before)  # refitted without example 0
-        assert clf.classify_vector(clf._matrix[0]) == full
+        without = fitted_without(full_state, 0, clf.l2)
+        assert without.model is not None and len(without.labels) == len(full_state.labels) - 1
+        assert not np.array_equal(without.model.weights, before)  # refitted without example 0
+        assert without.model.temperature == full_state.model.temperature
+        assert clf.classify_vector(full_state.matrix[0]) == full
 
     def test_training_is_deterministic(self) -> None:
         first = IntentClassifier(HashingEmbedder(dim=128), examples=self._examples())
