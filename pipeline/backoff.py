@@ -1,7 +1,7 @@
 """Capped exponential backoff with full jitter, honouring an upstream's Retry-After.
 
-Shared by both retry owners (the per-HTTP-call tenacity policy in ``pipeline/llm/retry.py``
-and the stage-level Celery retry in ``workers/tasks.py``) so the two layers wait the same way.
+Shared by both retry owners (the per-HTTP-call tenacity policy in ``pipeline/generation/llm/retry.py``
+and the stage-level Celery retry in ``workers/middleware.py``) so the two layers wait the same way.
 """
 
 from __future__ import annotations
