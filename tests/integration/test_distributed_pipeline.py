@@ -163,6 +163,21 @@ def test_fifty_jobs_through_real_workers(cluster: dict[str, Any]) -> None:
     assert sum(r.intent.value == "summarize" for r in records) >= 10
     assert client.state.batch_counts("it-batch") == {"submitted": 50, "succeeded": 50}
     assert client.status(job_ids[0]).state == "succeeded"
+    _assert_worker_logs_carry_ids_and_no_payloads(cluster["data_dir"], job_ids)
+
+
+def _assert_worker_logs_carry_ids_and_no_payloads(data_dir: Path, job_ids: list[str]) -> None:
+    """Every stage's "done" line names its job, stage and batch; no line prints a stage's result
+    (Celery's "succeeded in …: {…}" would print the request, chunk texts and the embedding)."""
+    logs = {name: (data_dir / f"{name}.log").read_text() for name, *_ in WORKERS}
+    done = [line for text in logs.values() for line in text.splitlines() if " done in " in line]
+    for stage in ("intent", "retrieve", "generate", "guard", "record"):
+        lines = [line for line in done if f" stage={stage} " in line]
+        assert {job_id for job_id in job_ids if any(f"job_id={job_id} " in line for line in lines)} == set(job_ids)
+        assert all("batch_id=it-batch]" in line for line in lines if any(j in line for j in job_ids))
+    everything = "\n".join(logs.values())
+    assert "succeeded in" not in everything and "query_embedding" not in everything
+    assert "Summarize this contract" not in everything, "request text never reaches a worker log"
 
 
 def test_resubmitting_an_idempotency_key_returns_the_first_job(cluster: dict[str, Any]) -> None:
