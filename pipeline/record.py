@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipeline.state import StateStore
 from schemas import GuardResult, JobRecord, JobStatus
+from schemas.pipeline import RECORD
 
 _LOG_LOCK = threading.Lock()
 
@@ -57,5 +58,5 @@ class RecordStage:
         append_jsonl(self.records_path, record.model_dump_json())
         if record.request.batch_id:
             self.state.batch_incr(record.request.batch_id, "succeeded")
-        self.state.set_status(JobStatus(job_id=record.job_id, state="succeeded", stage="record"))
+        self.state.set_status(JobStatus(job_id=record.job_id, state="succeeded", stage=RECORD.name))
         return record

@@ -14,6 +14,7 @@ from kombu import Queue
 
 from pipeline.settings import Settings
 from schemas import PIPELINE, QUEUES
+from schemas.pipeline import INTENT
 
 #: how often the in-memory transport polls in embedded mode (the default 1 s crawls).
 EMBEDDED_POLLING_INTERVAL_S = 0.005
@@ -49,7 +50,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         # routing: one queue per stage
         "task_queues": [Queue(name) for name in QUEUES],
-        "task_default_queue": "intent",
+        "task_default_queue": INTENT.queue,
         "task_routes": {spec.task: {"queue": spec.queue} for spec in PIPELINE},
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,

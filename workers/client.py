@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from pipeline.errors import InvalidInput, ProviderUnavailable, validation_problems
 from pipeline.state import StateStore
 from schemas import DeadLetter, JobRecord, JobRequest, JobStatus
+from schemas.pipeline import INTENT
 from workers.chain import send_job
 
 
@@ -78,7 +79,7 @@ class ConveyorClient:
         if earlier is not None:
             return earlier
         # status first: a fast worker may overwrite it with "running" before send_job returns
-        self.state.set_status(JobStatus(job_id=req.job_id, state="queued", stage="intent"))
+        self.state.set_status(JobStatus(job_id=req.job_id, state="queued", stage=INTENT.name))
         payload = req.model_dump(mode="json")
         try:
             send_job(self.app, payload)

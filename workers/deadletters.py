@@ -14,6 +14,7 @@ from celery import Celery
 from pipeline.errors import ConveyorError
 from pipeline.state import StateStore
 from schemas import DeadLetter, JobRequest, JobStatus
+from schemas.pipeline import INTENT
 from workers.chain import send_job
 
 
@@ -21,7 +22,7 @@ def original_request(stage: str, payload: Any) -> dict[str, Any]:
     """The request as received: the payload itself at ``intent``, its ``request`` field later."""
     if not isinstance(payload, dict):
         return {"_raw": payload}
-    if stage == "intent":
+    if stage == INTENT.name:
         return payload
     request = payload.get("request")
     return request if isinstance(request, dict) else {"_raw": payload}
@@ -83,11 +84,11 @@ def replay_dead_letter(
     stage, payload = letter.stage, dict(letter.stage_input)
     if fixed_request is not None:
         request = JobRequest.model_validate({**fixed_request, "job_id": letter.job_id})
-        if stage == "intent" or "request" not in payload:
-            stage, payload = "intent", request.model_dump(mode="json")
+        if stage == INTENT.name or "request" not in payload:
+            stage, payload = INTENT.name, request.model_dump(mode="json")
         else:
             payload["request"] = request.model_dump(mode="json")
-    elif stage == "intent":
+    elif stage == INTENT.name:
         JobRequest.model_validate(payload)  # fail here, clearly, instead of dead-lettering again
     state.set_status(JobStatus(job_id=letter.job_id, state="queued", stage=stage))
     batch_id = letter.request.get("batch_id")

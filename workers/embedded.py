@@ -18,6 +18,7 @@ from pipeline.errors import Interrupted
 from pipeline.settings import Settings
 from pipeline.wiring import Components
 from schemas import QUEUES
+from schemas.pipeline import INTENT
 from workers.app import create_app
 from workers.client import ConveyorClient
 from workers.deadletters import write_dead_letter
@@ -108,7 +109,7 @@ class EmbeddedRuntime:
         for job_id in self.client.unfinished():
             write_dead_letter(
                 self.components.state,
-                stage="intent",
+                stage=INTENT.name,
                 payload=submitted[job_id],
                 error=Interrupted("the embedded worker stopped before the job finished; replay it"),
                 attempts=1,
