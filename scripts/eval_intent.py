@@ -10,6 +10,11 @@ here with the classifier's own rule (a non-``other`` prediction whose confidence
 the threshold becomes ``other``), so one run gives the headline numbers at ``--threshold``
 and the whole sweep. The last stdout line is one JSON object. Exits 0 with a message when
 the shared evaluation data is absent.
+
+The classifier is fitted here from the examples (``load_weights=False``), since
+leave-one-out refits and ``--examples``/``--l2`` change the fit; the shipped weights are
+checked to predict the same as that fit by ``tests/unit/test_intent.py``. Leave-one-out
+lives here, not in the classifier: only evaluation needs it.
 """
 
 from __future__ import annotations

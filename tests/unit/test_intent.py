@@ -260,9 +260,12 @@ class TestShippedWeights:
             a, b = loaded.classify(text), fresh.classify(text)
             assert a.intent == b.intent and a.confidence == pytest.approx(b.confidence, abs=1e-4)
 
-    def test_unreadable_weights_fit_and_say_why(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    @pytest.mark.parametrize("damage", ["garbage", "truncated"])
+    def test_unreadable_weights_fit_and_say_why(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+    ) -> None:
         broken = tmp_path / "model.npz"
-        broken.write_bytes(b"not a zip")
+        broken.write_bytes(b"not a zip" if damage == "garbage" else default_weights_path().read_bytes()[:4096])
         clf = IntentClassifier(HashingEmbedder(dim=64), weights_path=broken)
         clf.warm_up()
         assert clf.loaded_from is None
