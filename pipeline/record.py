@@ -6,8 +6,7 @@ import threading
 from pathlib import Path
 
 from pipeline.state import StateStore
-from schemas import GuardResult, JobRecord, JobStatus
-from schemas.pipeline import RECORD
+from schemas import GuardResult, JobRecord
 
 _LOG_LOCK = threading.Lock()
 
@@ -41,7 +40,11 @@ def append_jsonl(path: Path, line: str) -> None:
 
 
 class RecordStage:
-    """Store the record once; a redelivered record stage returns the stored one and counts nothing."""
+    """Store the record once; a redelivered record stage returns the stored one and counts nothing.
+
+    Record, status and batch counter are one atomic write (``StateStore.complete``), so a batch's
+    counters always agree with its records; the JSONL log line follows the first write only.
+    """
 
     def __init__(self, state: StateStore, records_path: Path) -> None:
         self.state = state
@@ -52,11 +55,7 @@ class RecordStage:
 
     def __call__(self, msg: GuardResult) -> JobRecord:
         record = build_record(msg)
-        if not self.state.put_record(record):
-            stored = self.state.get_record(record.job_id)
-            return stored or record
+        if not self.state.complete(record):
+            return self.state.get_record(record.job_id) or record
         append_jsonl(self.records_path, record.model_dump_json())
-        if record.request.batch_id:
-            self.state.batch_incr(record.request.batch_id, "succeeded")
-        self.state.set_status(JobStatus(job_id=record.job_id, state="succeeded", stage=RECORD.name))
         return record

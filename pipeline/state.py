@@ -3,38 +3,118 @@
 One interface, two backends. ``RedisStateStore`` is used whenever a Redis URL is configured
 (distributed mode); ``SqliteStateStore`` keeps the same data in a file under the data
 directory so that embedded mode needs no service and a later ``conveyor dlq list`` in another
-process still sees what an earlier ``conveyor demo`` left. Both are written in terms of the
-same few primitives, so behaviour cannot drift between them.
+process still sees what an earlier ``conveyor demo`` left. One contract test suite runs on both.
+
+Bookkeeping that touches several things is ONE atomic write (a Lua script in Redis, one
+transaction in SQLite), so no reader sees half of it and no crash leaves half of it:
+
+    complete(record)        record (only the first, SET NX) + status succeeded + batch "succeeded"
+    fail(letter)            dead letter + its index entries + status failed + batch "failed"
+    reopen(id, stage)       letter replayed + status failed -> queued + batch "failed" - 1 (replay only)
+
+``set_status`` only records progress (queued, running) and never moves a terminal status
+(succeeded, failed) back, so a redelivered stage cannot undo a finished job. The batch's
+``failed`` counter counts the jobs whose status is ``failed``.
+
+A dead letter is stored lean: its request once (``stage_input`` without its copy of the
+request), and the fields that change (state, replays) in a small summary beside the body. The
+summaries are what ``dlq list`` pages through; listing or replaying never reads or rewrites a body.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ProviderUnavailable
 from schemas import DeadLetter, JobRecord, JobStatus
+from schemas.deadletter import DeadLetterSummary
+from schemas.pipeline import RECORD
 
 _DLQ = "dlq"
 _RECORD = "record"
 _STATUS = "status"
 _IDEM = "idem"
 _BATCH = "batch"
+_USAGE = "usage"
+_CHECKPOINT = "checkpoint"
+#: a checkpoint outlives any sane stage run; Redis forgets it after this long.
+CHECKPOINT_TTL_S = 7 * 24 * 3600
+
+_TERMINAL = ("succeeded", "failed")
+#: what changes on a letter after it is written; kept in its summary, never in its body.
+_MUTABLE = {"state", "replays", "replayed_at"}
+#: ids read per round trip while a filtered Redis page walks its smallest sorted set.
+_SCAN_CHUNK = 200
+
+
+@dataclass(frozen=True)
+class LetterFilter:
+    """Which dead letters a page or a bulk replay covers; None matches anything."""
+
+    state: str | None = "open"
+    batch_id: str | None = None
+    failure_class: str | None = None
+    stage: str | None = None
+    created_before: datetime | None = None
+
+
+def _pack(letter: DeadLetter) -> str:
+    """The stored body: the request once, without the fields that live in the summary."""
+    body = letter.model_dump(mode="json", exclude=_MUTABLE)
+    request, stage_input = body["request"], body["stage_input"]
+    if stage_input == request:  # the intent stage's input is the request
+        body["stage_input"], body["stage_input_request"] = {}, "is"
+    elif stage_input.get("request") == request:  # later stages carry it in their input
+        del stage_input["request"]
+        body["stage_input_request"] = "inside"
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def _unpack(body: str, summary: DeadLetterSummary) -> DeadLetter:
+    doc = json.loads(body)
+    where = doc.pop("stage_input_request", None)
+    if where == "is":
+        doc["stage_input"] = doc["request"]
+    elif where == "inside":
+        doc["stage_input"] = {"request": doc["request"], **doc["stage_input"]}
+    return DeadLetter.model_validate(
+        {**doc, "state": summary.state, "replays": summary.replays, "replayed_at": summary.replayed_at}
+    )
+
+
+def _failed_status(letter: DeadLetter) -> JobStatus:
+    return JobStatus(job_id=letter.job_id, state="failed", stage=letter.stage, attempts=letter.attempts,
+                     dead_letter_id=letter.dead_letter_id, error=f"{letter.failure_class}: {letter.error_message}")
+
+
+def _succeeded_status(record: JobRecord) -> JobStatus:
+    return JobStatus(job_id=record.job_id, state="succeeded", stage=RECORD.name)
+
+
+def _replayed(summary: DeadLetterSummary) -> DeadLetterSummary:
+    return summary.model_copy(update={"state": "replayed", "replays": summary.replays + 1,
+                                      "replayed_at": datetime.now(UTC)})
 
 
 class StateStore(ABC):
-    """The operations the pipeline needs; subclasses provide the storage primitives."""
+    """The operations the pipeline needs; subclasses provide storage and the atomic writes."""
 
-    # --- primitives ---------------------------------------------------------------------
-    @abstractmethod
-    def _put(self, ns: str, key: str, value: str, *, indexed: bool = False) -> None: ...
-
+    # --- single-key primitives ------------------------------------------------------------
     @abstractmethod
     def _get(self, ns: str, key: str) -> str | None: ...
+
+    @abstractmethod
+    def _exists(self, ns: str, key: str) -> bool: ...
 
     @abstractmethod
     def _put_if_absent(self, ns: str, key: str, value: str) -> str | None:
@@ -44,8 +124,11 @@ class StateStore(ABC):
     def _delete(self, ns: str, key: str) -> None: ...
 
     @abstractmethod
-    def _newest(self, ns: str, limit: int) -> list[str]:
-        """Values of an indexed namespace, newest first."""
+    def _put(self, ns: str, key: str, value: str, ttl_s: int) -> None: ...
+
+    @abstractmethod
+    def _values(self, ns: str) -> Iterator[str]:
+        """Every value of a namespace (an operator's scan, never a worker's hot path)."""
 
     @abstractmethod
     def _incr(self, ns: str, key: str, field: str, amount: int) -> int: ...
@@ -60,7 +143,34 @@ class StateStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
-    # --- jobs ---------------------------------------------------------------------------
+    # --- atomic writes (see the module docstring) -----------------------------------------
+    @abstractmethod
+    def _set_progress(self, status: JobStatus) -> bool: ...
+
+    @abstractmethod
+    def complete(self, record: JobRecord) -> bool:
+        """Record, status succeeded and batch count in one write; False (nothing changed) if
+        the job already has a record, e.g. when the record stage is redelivered."""
+
+    @abstractmethod
+    def fail(self, letter: DeadLetter) -> bool:
+        """Dead letter, status failed and batch count in one write; False (nothing stored) if
+        the job already has a record: a late failure of a redelivered stage changes nothing."""
+
+    @abstractmethod
+    def reopen(self, dead_letter_id: str, stage: str) -> DeadLetterSummary | None:
+        """After a replay was enqueued: mark the letter replayed and, if the job is still
+        failed, set it back to queued at ``stage``, in one write. None if the letter was not open."""
+
+    @abstractmethod
+    def _letter(self, dead_letter_id: str) -> tuple[str, DeadLetterSummary] | None:
+        """The stored body and summary of a letter."""
+
+    @abstractmethod
+    def dead_letter_page(self, where: LetterFilter, *, limit: int = 50, offset: int = 0) -> list[DeadLetterSummary]:
+        """Summaries of the matching letters, newest first; reads the index, never a body."""
+
+    # --- jobs -----------------------------------------------------------------------------
     def claim_idempotency_key(self, tenant: str, key: str, job_id: str) -> str | None:
         """First claimant wins; returns the earlier job_id when this key was already used."""
         return self._put_if_absent(_IDEM, f"{tenant}:{key}", job_id)
@@ -69,34 +179,73 @@ class StateStore(ABC):
         """Undo a claim whose job could not be enqueued, so a resubmission is not swallowed."""
         self._delete(_IDEM, f"{tenant}:{key}")
 
-    def set_status(self, status: JobStatus) -> None:
-        self._put(_STATUS, status.job_id, status.model_dump_json())
+    def set_status(self, status: JobStatus) -> bool:
+        """Record progress; False, and nothing changes, when the job is already succeeded or failed."""
+        if status.state in _TERMINAL:
+            raise ValueError(f"status {status.state!r} is written by complete() or fail(), never set directly")
+        return self._set_progress(status)
 
     def get_status(self, job_id: str) -> JobStatus | None:
         raw = self._get(_STATUS, job_id)
         return JobStatus.model_validate_json(raw) if raw else None
 
-    def put_record(self, record: JobRecord) -> bool:
-        """Store the record; True when it is the first one for this job (redelivery is not new)."""
-        return self._put_if_absent(_RECORD, record.job_id, record.model_dump_json()) is None
+    def has_record(self, job_id: str) -> bool:
+        """Cheap (no record is read): lets a worker skip a stage of a job that already finished.
+
+        Not the same as a terminal status: a replayed job is still ``failed`` until ``reopen``
+        runs, which is after its message was enqueued."""
+        return self._exists(_RECORD, job_id)
 
     def get_record(self, job_id: str) -> JobRecord | None:
         raw = self._get(_RECORD, job_id)
         return JobRecord.model_validate_json(raw) if raw else None
 
-    # --- dead letters -------------------------------------------------------------------
-    def put_dead_letter(self, letter: DeadLetter) -> None:
-        self._put(_DLQ, letter.dead_letter_id, letter.model_dump_json(), indexed=True)
-
+    # --- dead letters ---------------------------------------------------------------------
     def get_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
-        raw = self._get(_DLQ, dead_letter_id)
-        return DeadLetter.model_validate_json(raw) if raw else None
+        found = self._letter(dead_letter_id)
+        return _unpack(*found) if found else None
 
     def list_dead_letters(self, *, state: str | None = "open", limit: int = 100) -> list[DeadLetter]:
-        letters = [DeadLetter.model_validate_json(raw) for raw in self._newest(_DLQ, 100_000)]
-        return [dl for dl in letters if state is None or dl.state == state][:limit]
+        """Whole letters of the newest page (for code and tests; ``dlq list`` shows summaries)."""
+        page = self.dead_letter_page(LetterFilter(state=state), limit=limit)
+        letters = (self.get_dead_letter(s.dead_letter_id) for s in page)
+        return [dl for dl in letters if dl is not None]
 
-    # --- batches ------------------------------------------------------------------------
+    # --- batches --------------------------------------------------------------------------
+    def checkpoint(self, job_id: str, stage: str, payload: Any) -> None:
+        """The input of the stage the job is entering, so ``reconcile`` can re-enqueue it there."""
+        self._put(_CHECKPOINT, job_id, json.dumps({"stage": stage, "payload": payload}), CHECKPOINT_TTL_S)
+
+    def get_checkpoint(self, job_id: str) -> tuple[str, Any] | None:
+        raw = self._get(_CHECKPOINT, job_id)
+        if raw is None:
+            return None
+        found = json.loads(raw)
+        return str(found["stage"]), found["payload"]
+
+    def stalled(self, older_than: datetime) -> list[JobStatus]:
+        """Jobs still queued or running whose status has not moved since ``older_than``."""
+        found = []
+        for raw in self._values(_STATUS):
+            status = JobStatus.model_validate_json(raw)
+            if status.state not in _TERMINAL and status.updated_at < older_than:
+                found.append(status)
+        return sorted(found, key=lambda s: s.updated_at)
+
+    def add_usage(self, job_id: str, usage: dict[str, int]) -> None:
+        """What a failed attempt of the job made upstream (and was billed for), kept for its record."""
+        for field, amount in usage.items():
+            if amount:
+                self._incr(_USAGE, job_id, field, int(amount))
+
+    def take_usage(self, job_id: str) -> dict[str, int]:
+        """The usage earlier attempts left, handed over once: read, then subtracted (a concurrent
+        add is never lost, a second take finds nothing)."""
+        found = {field: n for field, n in self._counters(_USAGE, job_id).items() if n}
+        for field, n in found.items():
+            self._incr(_USAGE, job_id, field, -n)
+        return found
+
     def batch_incr(self, batch_id: str, field: str, amount: int = 1) -> int:
         return self._incr(_BATCH, batch_id, field, amount)
 
@@ -104,12 +253,80 @@ class StateStore(ABC):
         return self._counters(_BATCH, batch_id)
 
 
+# KEYS[1] status; ARGV[1] status JSON
+_SET_PROGRESS = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local state = cjson.decode(current).state
+  if state == 'succeeded' or state == 'failed' then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS record, status, [batch counters]; ARGV record JSON, status JSON
+_COMPLETE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local previous = redis.call('GET', KEYS[2])
+local was_failed = previous and cjson.decode(previous).state == 'failed'
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+if KEYS[3] then
+  redis.call('HINCRBY', KEYS[3], 'succeeded', 1)
+  if was_failed then redis.call('HINCRBY', KEYS[3], 'failed', -1) end
+end
+return 1
+"""
+
+# KEYS record, status, body, summaries, <ARGV[6] sorted sets>, [batch counters]
+# ARGV id, body, summary JSON, score (created_at), status JSON, number of sorted sets
+_FAIL = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local previous = redis.call('GET', KEYS[2])
+local was_failed = previous and cjson.decode(previous).state == 'failed'
+local sets = tonumber(ARGV[6])
+redis.call('SET', KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
+for i = 5, 4 + sets do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[1]) end
+redis.call('SET', KEYS[2], ARGV[5])
+local counters = KEYS[5 + sets]
+if counters and not was_failed then redis.call('HINCRBY', counters, 'failed', 1) end
+return 1
+"""
+
+# KEYS summaries, open set, replayed set, status, [batch counters]
+# ARGV id, new summary JSON, score (created_at), queued status JSON
+_REOPEN = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current or cjson.decode(current).state ~= 'open' then return 0 end
+local previous = redis.call('GET', KEYS[4])
+local was_failed = previous and cjson.decode(previous).state == 'failed'
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+if was_failed then
+  redis.call('SET', KEYS[4], ARGV[4])
+  if KEYS[5] then redis.call('HINCRBY', KEYS[5], 'failed', -1) end
+end
+return 1
+"""
+
+
 class RedisStateStore(StateStore):
-    """Keys: ``conveyor:<ns>:<key>``; dead letters also in the sorted set ``conveyor:<ns>:_index``."""
+    """Keys ``conveyor:<ns>:<key>``. A dead letter's body is ``conveyor:dlq:<id>``, its summary a
+    field of the hash ``conveyor:dlq:_summary``; sorted sets by creation time index them:
+    ``conveyor:dlq:_index`` (all) and ``conveyor:dlq:_by:<state|batch|class|stage>:<value>``."""
 
     def __init__(self, client: Any, prefix: str = "conveyor") -> None:
         self._r = client
         self._prefix = prefix
+        kwargs = client.connection_pool.connection_kwargs
+        #: host:port (or socket path) for error messages; never the URL, which may hold a password.
+        self.where = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+        self._set_progress_script = client.register_script(_SET_PROGRESS)
+        self._complete_script = client.register_script(_COMPLETE)
+        self._fail_script = client.register_script(_FAIL)
+        self._reopen_script = client.register_script(_REOPEN)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStateStore:
@@ -120,26 +337,23 @@ class RedisStateStore(StateStore):
     def _k(self, ns: str, key: str) -> str:
         return f"{self._prefix}:{ns}:{key}"
 
+    def _by(self, field: str, value: str) -> str:
+        return self._k(_DLQ, f"_by:{field}:{value}")
+
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import redis
 
         try:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ProviderUnavailable(f"state store unreachable: {type(exc).__name__}") from exc
-
-    def _put(self, ns: str, key: str, value: str, *, indexed: bool = False) -> None:
-        if not indexed:
-            self._call(self._r.set, self._k(ns, key), value)
-            return
-        pipe = self._r.pipeline(transaction=True)
-        pipe.set(self._k(ns, key), value)
-        pipe.zadd(self._k(ns, "_index"), {key: time.time()}, nx=True)  # keep first-failure order
-        self._call(pipe.execute)
+            raise ProviderUnavailable(f"state store unreachable at {self.where}: {type(exc).__name__}") from exc
 
     def _get(self, ns: str, key: str) -> str | None:
         value: str | None = self._call(self._r.get, self._k(ns, key))
         return value
+
+    def _exists(self, ns: str, key: str) -> bool:
+        return bool(self._call(self._r.exists, self._k(ns, key)))
 
     def _put_if_absent(self, ns: str, key: str, value: str) -> str | None:
         if self._call(self._r.set, self._k(ns, key), value, nx=True):
@@ -150,12 +364,15 @@ class RedisStateStore(StateStore):
     def _delete(self, ns: str, key: str) -> None:
         self._call(self._r.delete, self._k(ns, key))
 
-    def _newest(self, ns: str, limit: int) -> list[str]:
-        keys = self._call(self._r.zrevrange, self._k(ns, "_index"), 0, limit - 1)
-        if not keys:
-            return []
-        values = self._call(self._r.mget, [self._k(ns, k) for k in keys])
-        return [v for v in values if v is not None]
+    def _put(self, ns: str, key: str, value: str, ttl_s: int) -> None:
+        self._call(self._r.set, self._k(ns, key), value, ex=ttl_s)
+
+    def _values(self, ns: str) -> Iterator[str]:
+        keys = list(self._call(self._r.scan_iter, match=self._k(ns, "*"), count=1000))
+        for start in range(0, len(keys), 500):
+            for value in self._call(self._r.mget, keys[start : start + 500]):
+                if value is not None:
+                    yield value
 
     def _incr(self, ns: str, key: str, field: str, amount: int) -> int:
         return int(self._call(self._r.hincrby, self._k(ns, key), field, amount))
@@ -170,9 +387,98 @@ class RedisStateStore(StateStore):
     def close(self) -> None:
         self._r.close()
 
+    # --- atomic writes --------------------------------------------------------------------
+    def _set_progress(self, status: JobStatus) -> bool:
+        return bool(self._call(self._set_progress_script, keys=[self._k(_STATUS, status.job_id)],
+                               args=[status.model_dump_json()]))
+
+    def complete(self, record: JobRecord) -> bool:
+        keys = [self._k(_RECORD, record.job_id), self._k(_STATUS, record.job_id)]
+        if record.request.batch_id:
+            keys.append(self._k(_BATCH, record.request.batch_id))
+        args = [record.model_dump_json(), _succeeded_status(record).model_dump_json()]
+        return bool(self._call(self._complete_script, keys=keys, args=args))
+
+    def fail(self, letter: DeadLetter) -> bool:
+        summary = DeadLetterSummary.of(letter)
+        sets = [self._k(_DLQ, "_index"), self._by("state", summary.state), self._by("class", summary.failure_class),
+                self._by("stage", summary.stage)]
+        if summary.batch_id:
+            sets.append(self._by("batch", summary.batch_id))
+        keys = [self._k(_RECORD, letter.job_id), self._k(_STATUS, letter.job_id),
+                self._k(_DLQ, letter.dead_letter_id), self._k(_DLQ, "_summary"), *sets]
+        if summary.batch_id:
+            keys.append(self._k(_BATCH, summary.batch_id))
+        args = [letter.dead_letter_id, _pack(letter), summary.model_dump_json(), repr(letter.created_at.timestamp()),
+                _failed_status(letter).model_dump_json(), len(sets)]
+        return bool(self._call(self._fail_script, keys=keys, args=args))
+
+    def reopen(self, dead_letter_id: str, stage: str) -> DeadLetterSummary | None:
+        raw = self._call(self._r.hget, self._k(_DLQ, "_summary"), dead_letter_id)
+        if raw is None:
+            return None
+        current = DeadLetterSummary.model_validate_json(raw)
+        updated = _replayed(current)
+        keys = [self._k(_DLQ, "_summary"), self._by("state", "open"), self._by("state", "replayed"),
+                self._k(_STATUS, current.job_id)]
+        if current.batch_id:
+            keys.append(self._k(_BATCH, current.batch_id))
+        queued = JobStatus(job_id=current.job_id, state="queued", stage=stage)
+        args = [dead_letter_id, updated.model_dump_json(), repr(current.created_at.timestamp()),
+                queued.model_dump_json()]
+        return updated if self._call(self._reopen_script, keys=keys, args=args) else None
+
+    # --- dead letters ---------------------------------------------------------------------
+    def _letter(self, dead_letter_id: str) -> tuple[str, DeadLetterSummary] | None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.get(self._k(_DLQ, dead_letter_id))
+        pipe.hget(self._k(_DLQ, "_summary"), dead_letter_id)
+        body, summary = self._call(pipe.execute)
+        if body is None or summary is None:
+            return None
+        return body, DeadLetterSummary.model_validate_json(summary)
+
+    def dead_letter_page(self, where: LetterFilter, *, limit: int = 50, offset: int = 0) -> list[DeadLetterSummary]:
+        filters = [("state", where.state), ("batch", where.batch_id), ("class", where.failure_class),
+                   ("stage", where.stage)]
+        sets = [self._by(field, value) for field, value in filters if value] or [self._k(_DLQ, "_index")]
+        top = f"({where.created_before.timestamp()!r}" if where.created_before else "+inf"
+        ids = self._page_ids(sets, top, limit, offset)
+        if not ids:
+            return []
+        summaries = self._call(self._r.hmget, self._k(_DLQ, "_summary"), ids)
+        return [DeadLetterSummary.model_validate_json(s) for s in summaries if s is not None]
+
+    def _page_ids(self, sets: list[str], top: str, limit: int, offset: int) -> list[str]:
+        """Ids in every set, newest first: one range read, or a walk of the smallest set
+        checking membership in the others, until the page is full."""
+        walk, *others = sorted(sets, key=lambda key: int(self._call(self._r.zcard, key)))
+        if not others:
+            ids: list[str] = self._call(self._r.zrevrangebyscore, walk, top, "-inf", start=offset, num=limit)
+            return ids
+        found: list[str] = []
+        position, skip = 0, offset
+        while len(found) < limit:
+            chunk = self._call(self._r.zrevrangebyscore, walk, top, "-inf", start=position, num=_SCAN_CHUNK)
+            if not chunk:
+                break
+            position += len(chunk)
+            scores = [self._call(self._r.zmscore, key, chunk) for key in others]
+            for i, dead_letter_id in enumerate(chunk):
+                if any(s[i] is None for s in scores):
+                    continue
+                if skip:
+                    skip -= 1
+                else:
+                    found.append(dead_letter_id)
+        return found[:limit]
+
 
 class SqliteStateStore(StateStore):
-    """Embedded-mode store: one SQLite file, safe for the in-process worker's threads."""
+    """Embedded-mode store: one SQLite file, safe for the in-process worker's threads.
+
+    Dead letters have their own table: the filter columns are indexed with the creation time,
+    so a page is an index range scan; ``summary`` is what a page returns, ``body`` the rest."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,18 +492,35 @@ class SqliteStateStore(StateStore):
             "CREATE TABLE IF NOT EXISTS counters (ns TEXT, key TEXT, field TEXT, n INTEGER,"
             " PRIMARY KEY (ns, key, field))"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS dead_letters (id TEXT PRIMARY KEY, ts REAL NOT NULL, state TEXT NOT NULL,"
+            " batch_id TEXT, failure_class TEXT NOT NULL, stage TEXT NOT NULL, summary TEXT NOT NULL,"
+            " body TEXT NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS dead_letters_ts ON dead_letters (ts, id)")
+        for column in ("state", "batch_id", "failure_class", "stage"):
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS dead_letters_{column} ON dead_letters ({column}, ts, id)")
 
-    def _put(self, ns: str, key: str, value: str, *, indexed: bool = False) -> None:
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, holding the write lock from the start (no upgrade deadlock)."""
         with self._lock:
-            self._db.execute(
-                "INSERT INTO kv VALUES (?, ?, ?, ?) ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
-                (ns, key, value, time.time()),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _get(self, ns: str, key: str) -> str | None:
         with self._lock:
             row = self._db.execute("SELECT value FROM kv WHERE ns = ? AND key = ?", (ns, key)).fetchone()
         return row[0] if row else None
+
+    def _exists(self, ns: str, key: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM kv WHERE ns = ? AND key = ?", (ns, key)).fetchone() is not None
 
     def _put_if_absent(self, ns: str, key: str, value: str) -> str | None:
         with self._lock:
@@ -213,21 +536,31 @@ class SqliteStateStore(StateStore):
         with self._lock:
             self._db.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
 
-    def _newest(self, ns: str, limit: int) -> list[str]:
+    def _put(self, ns: str, key: str, value: str, ttl_s: int) -> None:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT value FROM kv WHERE ns = ? ORDER BY ts DESC LIMIT ?", (ns, limit)
-            ).fetchall()
-        return [r[0] for r in rows]
+            self._db.execute(
+                "INSERT INTO kv VALUES (?, ?, ?, ?) ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value,"
+                " ts = excluded.ts",
+                (ns, key, value, time.time()),
+            )
+
+    def _values(self, ns: str) -> Iterator[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT value FROM kv WHERE ns = ?", (ns,)).fetchall()
+        return (str(row[0]) for row in rows)
+
+    @staticmethod
+    def _add(db: sqlite3.Connection, ns: str, key: str, field: str, amount: int) -> int:
+        row = db.execute(
+            "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT (ns, key, field) DO UPDATE SET n = n + ?"
+            " RETURNING n",
+            (ns, key, field, amount, amount),
+        ).fetchone()
+        return int(row[0])
 
     def _incr(self, ns: str, key: str, field: str, amount: int) -> int:
         with self._lock:
-            row = self._db.execute(
-                "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT (ns, key, field) DO UPDATE SET n = n + ?"
-                " RETURNING n",
-                (ns, key, field, amount, amount),
-            ).fetchone()
-        return int(row[0])
+            return self._add(self._db, ns, key, field, amount)
 
     def _counters(self, ns: str, key: str) -> dict[str, int]:
         with self._lock:
@@ -241,3 +574,94 @@ class SqliteStateStore(StateStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # --- atomic writes --------------------------------------------------------------------
+    @staticmethod
+    def _job_state(db: sqlite3.Connection, job_id: str) -> str | None:
+        row = db.execute("SELECT json_extract(value, '$.state') FROM kv WHERE ns = ? AND key = ?",
+                         (_STATUS, job_id)).fetchone()
+        return row[0] if row else None
+
+    @staticmethod
+    def _write_status(db: sqlite3.Connection, status: JobStatus) -> None:
+        db.execute(
+            "INSERT INTO kv VALUES (?, ?, ?, ?) ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value,"
+            " ts = excluded.ts",
+            (_STATUS, status.job_id, status.model_dump_json(), time.time()),
+        )
+
+    def _set_progress(self, status: JobStatus) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO kv VALUES (?, ?, ?, ?) ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value,"
+                " ts = excluded.ts WHERE json_extract(kv.value, '$.state') NOT IN ('succeeded', 'failed')",
+                (_STATUS, status.job_id, status.model_dump_json(), time.time()),
+            )
+        return cur.rowcount == 1
+
+    def complete(self, record: JobRecord) -> bool:
+        batch_id = record.request.batch_id
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO kv VALUES (?, ?, ?, ?) ON CONFLICT (ns, key) DO NOTHING",
+                             (_RECORD, record.job_id, record.model_dump_json(), time.time()))
+            if cur.rowcount == 0:
+                return False
+            was_failed = self._job_state(db, record.job_id) == "failed"
+            self._write_status(db, _succeeded_status(record))
+            if batch_id:
+                self._add(db, _BATCH, batch_id, "succeeded", 1)
+                if was_failed:
+                    self._add(db, _BATCH, batch_id, "failed", -1)
+        return True
+
+    def fail(self, letter: DeadLetter) -> bool:
+        summary = DeadLetterSummary.of(letter)
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM kv WHERE ns = ? AND key = ?", (_RECORD, letter.job_id)).fetchone():
+                return False
+            was_failed = self._job_state(db, letter.job_id) == "failed"
+            db.execute(
+                "INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (letter.dead_letter_id, letter.created_at.timestamp(), summary.state, summary.batch_id,
+                 summary.failure_class, summary.stage, summary.model_dump_json(), _pack(letter)),
+            )
+            self._write_status(db, _failed_status(letter))
+            if summary.batch_id and not was_failed:
+                self._add(db, _BATCH, summary.batch_id, "failed", 1)
+        return True
+
+    def reopen(self, dead_letter_id: str, stage: str) -> DeadLetterSummary | None:
+        with self._tx() as db:
+            row = db.execute("SELECT summary FROM dead_letters WHERE id = ? AND state = 'open'",
+                             (dead_letter_id,)).fetchone()
+            if row is None:
+                return None
+            updated = _replayed(DeadLetterSummary.model_validate_json(row[0]))
+            db.execute("UPDATE dead_letters SET state = ?, summary = ? WHERE id = ?",
+                       (updated.state, updated.model_dump_json(), dead_letter_id))
+            if self._job_state(db, updated.job_id) == "failed":
+                self._write_status(db, JobStatus(job_id=updated.job_id, state="queued", stage=stage))
+                if updated.batch_id:
+                    self._add(db, _BATCH, updated.batch_id, "failed", -1)
+        return updated
+
+    # --- dead letters ---------------------------------------------------------------------
+    def _letter(self, dead_letter_id: str) -> tuple[str, DeadLetterSummary] | None:
+        with self._lock:
+            row = self._db.execute("SELECT body, summary FROM dead_letters WHERE id = ?",
+                                   (dead_letter_id,)).fetchone()
+        return (row[0], DeadLetterSummary.model_validate_json(row[1])) if row else None
+
+    def dead_letter_page(self, where: LetterFilter, *, limit: int = 50, offset: int = 0) -> list[DeadLetterSummary]:
+        filters = [("state", where.state), ("batch_id", where.batch_id), ("failure_class", where.failure_class),
+                   ("stage", where.stage)]
+        clauses = [f"{column} = ?" for column, value in filters if value]
+        params: list[Any] = [value for _, value in filters if value]
+        if where.created_before:
+            clauses.append("ts < ?")
+            params.append(where.created_before.timestamp())
+        sql = "SELECT summary FROM dead_letters" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
+                                    (*params, limit, offset)).fetchall()
+        return [DeadLetterSummary.model_validate_json(r[0]) for r in rows]

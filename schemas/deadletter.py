@@ -15,7 +15,8 @@ class DeadLetter(BaseModel):
     dead_letter_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     job_id: str
     request: dict[str, Any] = Field(
-        description="the original request exactly as received (it may be the part that is invalid)"
+        description="the original request exactly as received (it may be the part that is invalid); a payload "
+        "without a readable request: {_raw: payload} up to 64 KiB of JSON, else {_raw_head, _raw_bytes, _raw_sha256}"
     )
     stage: str = Field(description="the stage that failed; replay re-enters the chain here")
     stage_input: dict[str, Any] = Field(description="the JSON the failed stage received")
@@ -30,3 +31,47 @@ class DeadLetter(BaseModel):
     replays: int = 0
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     replayed_at: datetime | None = None
+
+
+class DeadLetterSummary(BaseModel):
+    """What ``conveyor dlq list`` shows: small, so a page never reads a letter's request or stage input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dead_letter_id: str
+    job_id: str
+    created_at: datetime
+    stage: str
+    failure_class: str
+    retries_exhausted: bool
+    attempts: int
+    error_message: str = Field(description="the first 200 characters")
+    batch_id: str | None = None
+    document_id: str | None = None
+    custom_id: str | None = None
+    state: Literal["open", "replayed"] = "open"
+    replays: int = 0
+    replayed_at: datetime | None = None
+
+    @classmethod
+    def of(cls, letter: DeadLetter) -> DeadLetterSummary:
+        def request_field(name: str) -> str | None:
+            value = letter.request.get(name)
+            return value if isinstance(value, str) else None
+
+        return cls(
+            dead_letter_id=letter.dead_letter_id,
+            job_id=letter.job_id,
+            created_at=letter.created_at,
+            stage=letter.stage,
+            failure_class=letter.failure_class,
+            retries_exhausted=letter.retries_exhausted,
+            attempts=letter.attempts,
+            error_message=letter.error_message[:200],
+            batch_id=request_field("batch_id"),
+            document_id=request_field("document_id"),
+            custom_id=request_field("custom_id"),
+            state=letter.state,
+            replays=letter.replays,
+            replayed_at=letter.replayed_at,
+        )

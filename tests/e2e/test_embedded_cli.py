@@ -76,7 +76,9 @@ def test_missing_document_is_dead_lettered_then_replayed_after_ingest(tmp_path: 
         "retrieve",
         "open",
     )
-    assert letter["request"]["document_id"] == "late-contract"
+    assert letter["document_id"] == "late-contract"  # a summary: the ids, not the request
+    shown = json.loads(conveyor(["dlq", "show", letter["dead_letter_id"]], data, tmp_path).stdout)
+    assert shown["request"]["document_id"] == "late-contract" and shown["stage_input"]["request"] == shown["request"]
 
     status = json.loads(conveyor(["status", letter["job_id"]], data, tmp_path).stdout)
     assert status["state"] == "failed" and status["dead_letter_id"] == letter["dead_letter_id"]

@@ -168,8 +168,11 @@ def test_record_writes_once_logs_jsonl_and_counts_the_batch(stages: Stages) -> N
     again = stages.record(guarded)  # a redelivered record stage
     assert again.job_id == record.job_id and again.completed_at == record.completed_at
     assert stages.state.batch_counts("b-stage") == {"succeeded": 1}
+    assert stages.state.has_record(record.job_id)
+    # a redelivered earlier stage cannot move the finished job back to running
+    assert not stages.state.set_status(JobStatus(job_id=record.job_id, state="running", stage="guard"))
     status = stages.state.get_status(record.job_id)
-    assert isinstance(status, JobStatus) and status.state == "succeeded"
+    assert isinstance(status, JobStatus) and (status.state, status.stage) == ("succeeded", "record")
     lines = [json.loads(line) for line in stages.records_path.read_text().splitlines()]
     assert [line["job_id"] for line in lines].count(record.job_id) == 1
 
