@@ -16,7 +16,12 @@ codes and httpx exceptions have one table for every client: pipeline/http_errors
         ├── ProviderRejected            other 4xx (and a 429 for spent quota), refusal, context overflow
         ├── OutputInvalid               completion does not parse into the intent's schema
         ├── GuardrailBlocked            a guard validator blocked the output or the request
-        └── InternalError               a bug: anything not translated above
+        ├── InternalError               a bug: anything not translated above
+        └── MalformedMessage            a broker message no task can run: not JSON, not [args, kwargs, embed],
+            │                           no task headers (workers/consumer.py dead-letters it, raw body kept)
+            ├── UnknownTask             names a task no worker registers
+            ├── DisallowedContent       content type outside accept_content (pickle, yaml…); never decoded
+            └── OversizedMessage        body over the message size limit; never decoded
 
 Outside the tree stands ``Requeue(delay_s)``: not a failure but "not yet" (our own shared
 rate limiter has no slot within the allowed wait). No retry layer, fallback or error
@@ -103,6 +108,22 @@ class GuardrailBlocked(PermanentError):
 
 class InternalError(PermanentError):
     failure_class = "internal_error"
+
+
+class MalformedMessage(PermanentError):
+    failure_class = "malformed_message"
+
+
+class UnknownTask(MalformedMessage):
+    failure_class = "unknown_task"
+
+
+class DisallowedContent(MalformedMessage):
+    failure_class = "content_disallowed"
+
+
+class OversizedMessage(MalformedMessage):
+    failure_class = "oversized_message"
 
 
 class Requeue(Exception):
