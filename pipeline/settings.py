@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CONVEYOR_"
@@ -37,6 +47,15 @@ class GuardPolicy(BaseModel):
     blocklist_patterns: list[str] = Field(default_factory=list)
 
 
+_BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "memory")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _mask(url: str) -> str:
+    """The URL with any password replaced, for error messages."""
+    return re.sub(r":[^:/@]*@", ":***@", url)
+
+
 class SettingsError(ValueError):
     """Raised with a readable, multi-line explanation of what is wrong with the configuration."""
 
@@ -52,6 +71,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="Redis for job state, dead letters, cache, rate limits. Default: broker_url if redis.",
+    )
+    redis_retry_s: float = Field(
+        default=20.0, ge=0, le=600,
+        description="how long a Redis outage (a restart) is ridden out before a store call fails",
     )
     data_dir: Path = Field(default=Path(".conveyor"), description="Embedded state: Qdrant path, SQLite store.")
     results_log: Path | None = Field(
@@ -106,7 +129,10 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = Field(default=240, ge=1, description="prefork pool: StageTimeout raised")
     task_time_limit_s: int = Field(default=300, ge=1, description="prefork pool: task killed")
     visibility_timeout_s: int = Field(
-        default=3600, ge=60, description="Redis redelivery timeout; must exceed time limit + max backoff"
+        default=60,
+        ge=20,
+        description="Redis broker lease: a dead worker's messages are redelivered after this long "
+        "(live workers renew theirs every quarter lease)",
     )
     worker_concurrency: int = Field(default=4, ge=1, description="embedded worker threads")
 
@@ -125,15 +151,21 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
-        needed = self.task_time_limit_s + self.retry_backoff_max_s
-        if self.visibility_timeout_s <= needed:
-            raise ValueError(
-                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed task_time_limit_s + "
-                f"retry_backoff_max_s ({needed:g}), or a running task is redelivered to a second worker"
-            )
         if self.chunk_overlap_tokens >= self.chunk_max_tokens:
             raise ValueError("chunk_overlap_tokens must be below chunk_max_tokens")
         return self
+
+    @field_validator("broker_url", "redis_url")
+    @classmethod
+    def _url_with_a_known_scheme(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A typo in a URL is caught at start, with the variable named, not as a library's traceback."""
+        if value is None:
+            return None
+        schemes = _BROKER_SCHEMES if info.field_name == "broker_url" else _REDIS_SCHEMES
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in schemes or not rest:
+            raise ValueError(f"not a URL of the form {'|'.join(schemes)}://host:port/... (got {_mask(value)!r})")
+        return value
 
     # --- derived --------------------------------------------------------------------------
     def guard_policy_for(self, tenant: str) -> GuardPolicy:

@@ -30,6 +30,32 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+def redis_client(url: str, *, retry_s: float, decode_responses: bool = False) -> Any:
+    """A Redis client that rides out a Redis restart of ``retry_s`` seconds.
+
+    Connection errors and timeouts are retried with capped exponential backoff (0.1 s doubling
+    to 2 s) for about ``retry_s`` (``CONVEYOR_REDIS_RETRY_S``) instead of failing the stage at
+    the first refused connection: a status, record or dead letter written while Redis restarts
+    lands once it is back (``scripts/chaos.py --scenario redis-restart``).
+    """
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    retries, waited = 0, 0.0
+    while waited < retry_s:
+        waited += min(2.0, 0.1 * 2**retries)
+        retries += 1
+    return redis.Redis.from_url(
+        url,
+        decode_responses=decode_responses,
+        socket_timeout=10,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
 class Stage(Protocol):
     """A stage: a callable from its input model to its output model, with a ``warm_up``."""
 
@@ -131,7 +157,7 @@ class Components:
 
             url = self.settings.store_url
             if url:
-                return RedisStateStore.from_url(url)
+                return RedisStateStore(redis_client(url, retry_s=self.settings.redis_retry_s, decode_responses=True))
             return SqliteStateStore(Path(self.settings.data_dir) / "state.sqlite3")
 
         return self._once("state", build)
@@ -142,11 +168,7 @@ class Components:
 
         def build() -> Any | None:
             url = self.settings.store_url
-            if not url:
-                return None
-            import redis
-
-            return redis.Redis.from_url(url, socket_timeout=10, health_check_interval=30)
+            return redis_client(url, retry_s=self.settings.redis_retry_s) if url else None
 
         return self._once("redis", build)
 

@@ -53,6 +53,12 @@ def stages_from(name: str) -> tuple[StageSpec, ...]:
     return PIPELINE[PIPELINE.index(stage(name)) :]
 
 
+def next_stage(spec: StageSpec) -> StageSpec | None:
+    """The stage after ``spec``; None after the last."""
+    index = PIPELINE.index(spec)
+    return PIPELINE[index + 1] if index + 1 < len(PIPELINE) else None
+
+
 def stages_for_queues(queues: set[str] | list[str] | tuple[str, ...]) -> tuple[StageSpec, ...]:
     """The stages a worker consuming ``queues`` runs."""
     return tuple(spec for spec in PIPELINE if spec.queue in set(queues))

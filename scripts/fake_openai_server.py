@@ -91,6 +91,9 @@ _DEFINED = re.compile(r"[\"“]([A-Z][A-Za-z \-]{2,40})[\"”]")
 _RISKY = re.compile(r"liabil|indemn|terminat|penalt|breach|warrant", re.I)
 
 
+_TAG = re.compile(r"\[ref:([A-Za-z0-9_.:-]{1,64})\]")
+
+
 def parse_fault(spec: str) -> tuple[str, dict[str, str]]:
     """``"429:retry_after=1"`` -> ``("429", {"retry_after": "1"})``; rejects unknown names."""
     name, _, rest = spec.strip().partition(":")
@@ -332,15 +335,23 @@ class FakeOpenAIServer:
             for key in keys:
                 self._stats[key] += 1
 
-    def _log(self, path: str, model: str | None, status: int, fault: str | None) -> None:
+    def _log(self, path: str, model: str | None, status: int, fault: str | None, tag: str | None = None) -> None:
         with self._lock:
             self.requests_log.append(
-                {"path": path, "model": model, "status": status, "fault": fault, "time": time.time()}
+                {"path": path, "model": model, "status": status, "fault": fault, "time": time.time(), "tag": tag}
             )
             if status:
                 self._stats[f"http_{status}"] += 1
             if status == 200 and path == "/v1/chat/completions" and fault in (None, "no_usage", "length"):
                 self.completion_times.append(time.time())
+
+    def tag_of(self, messages: Sequence[dict[str, Any]]) -> str | None:
+        """The first ``[ref:ID]`` in the prompt, so a harness can count upstream calls per job."""
+        for message in messages:
+            found = _TAG.search(str(message.get("content") or ""))
+            if found:
+                return found.group(1)
+        return None
 
     def _rate_check(self) -> float | None:
         """None when admitted (and recorded), else the seconds until a slot frees."""
@@ -381,6 +392,7 @@ def _error(message: str, type_: str, code: str | None) -> dict[str, Any]:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     fake: FakeOpenAIServer  # set on the per-server subclass
+    _tag: str | None = None  # the request's [ref:ID], for per-job call counts
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -464,7 +476,7 @@ class _Handler(BaseHTTPRequestHandler):
         if wait is None:
             return False
         fake._count("rate_limited")
-        fake._log(path, model, 429, "rpm")
+        fake._log(path, model, 429, "rpm", tag=self._tag)
         headers = {
             "Retry-After": str(max(1, math.ceil(wait))),
             "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
@@ -481,19 +493,20 @@ class _Handler(BaseHTTPRequestHandler):
         messages: list[dict[str, Any]] = (
             [m for m in raw_messages if isinstance(m, dict)] if isinstance(raw_messages, list) else []
         )
+        self._tag = fake.tag_of(messages)
         if self._rate_limited(path, model):
             return
         spec = fake._next_fault()
         name, params = parse_fault(spec) if spec else ("ok", {})
         if name == "timeout":
             fake._count("timeouts")
-            fake._log(path, model, 504, name)
+            fake._log(path, model, 504, name, tag=self._tag)
             fake._pause(float(params.get("s", fake.hang_s)))
             self._send(504, _error("upstream hung", "server_error", "timeout"))
             return
         if name == "disconnect":
             fake._count("disconnects")
-            fake._log(path, model, 0, name)
+            fake._log(path, model, 0, name, tag=self._tag)
             self.close_connection = True
             return
         fake._pause(fake.latency_s)
@@ -501,19 +514,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_429(params, model)
             return
         if name == "quota":
-            fake._log(path, model, 429, name)
+            fake._log(path, model, 429, name, tag=self._tag)
             self._send(429, _error("You exceeded your current quota.", "insufficient_quota", "insufficient_quota"))
             return
         if name.isdigit():
             status = int(name)
-            fake._log(path, model, status, name)
+            fake._log(path, model, status, name, tag=self._tag)
             self._send(status, _error(f"injected HTTP {status}", "server_error", None))
             return
         prompt_tokens = fake.tokens.count_messages(messages)
         window = fake.context_windows.get(model, fake.default_context_window)
         if name == "context_overflow" or prompt_tokens > window:
             fake._count("context_overflow")
-            fake._log(path, model, 400, "context_overflow")
+            fake._log(path, model, 400, "context_overflow", tag=self._tag)
             message = (
                 f"This model's maximum context length is {window} tokens. However, your messages "
                 f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages."
@@ -522,7 +535,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if name == "malformed":
             fake._count("malformed")
-            fake._log(path, model, 200, name)
+            fake._log(path, model, 200, name, tag=self._tag)
             self._send(200, b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"index": 0, "mes')
             return
         self._answer(body, model, messages, prompt_tokens, name)
@@ -536,7 +549,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["retry-after-ms"] = params["retry_after_ms"]
         if "retry_after_date" in params:
             headers["Retry-After"] = formatdate(time.time() + float(params["retry_after_date"]), usegmt=True)
-        fake._log("/v1/chat/completions", model, 429, "429")
+        fake._log("/v1/chat/completions", model, 429, "429", tag=self._tag)
         self._send(429, _error("Rate limit reached (injected).", "requests", "rate_limit_exceeded"), headers)
 
     def _answer(
@@ -588,7 +601,7 @@ class _Handler(BaseHTTPRequestHandler):
             }
         if fault in ("ok", "no_usage", "length", "bad_json", "bad_schema") and finish != "content_filter":
             fake._count("ok")
-        fake._log("/v1/chat/completions", model, 200, None if fault == "ok" else fault)
+        fake._log("/v1/chat/completions", model, 200, None if fault == "ok" else fault, tag=self._tag)
         self._send(200, payload)
 
     def _embeddings(self, body: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The Celery app: one queue per stage, JSON only, late acks, events on for Flower.
+"""The Celery app: one queue per stage, JSON only, late acks, events on for Flower (ids only).
 
 ``app`` exists at import (``celery -A workers.app`` and Flower need it) but holds no
 configuration until first use: ``add_defaults`` takes a callable that Celery evaluates
@@ -23,13 +23,26 @@ EMBEDDED_POLLING_INTERVAL_S = 0.005
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Everything Celery needs, derived from the one settings object."""
     embedded = settings.embedded
-    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
+    transport_options: dict[str, Any] = {
+        # a short lease that live workers renew (workers/lease.py), swept every 10 s
+        "visibility_timeout": settings.visibility_timeout_s,
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+    }
     if embedded:
         transport_options["polling_interval"] = EMBEDDED_POLLING_INTERVAL_S
+    redis_broker = (settings.broker_url or "").startswith(("redis://", "rediss://"))
     return {
         "broker_url": settings.broker_url or "memory://",
+        # kombu's Redis transport with the restart bug defused (workers/redis_transport.py)
+        "broker_transport": "workers.redis_transport:Transport" if redis_broker else None,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
+        # a chain's next step, a retry or a re-queue published while Redis restarts waits for it
+        # (about 30 s) instead of failing the task, which would ack the message and lose the job
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 20, "interval_start": 0.2, "interval_step": 0.5,
+                                      "interval_max": 2.0},
         # results live in Conveyor's own state store (records, dead letters), not Celery's backend
         "result_backend": None,
         "task_ignore_result": True,
@@ -58,6 +71,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s%(job_context)s",
         "worker_task_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: "
         "%(message)s%(job_context)s",
+        # a message no task can run (not JSON, wrong shape, unknown task, pickle, oversized) is
+        # dead-lettered and acknowledged instead of killing the worker or vanishing (workers/consumer.py)
+        "worker_consumer": "workers.consumer:DeadLetteringConsumer",
+        # logs, task events and Flower show a stage task's job ids, never its arguments or result
+        # (workers/reprs.py; the producer side is the app's amqp class)
+        "task_annotations": {spec.task: {"Request": "workers.reprs:IdOnlyRequest"} for spec in PIPELINE},
         # a prefork child warms its clients in worker_process_init (the embedder takes seconds)
         "worker_proc_alive_timeout": 60.0,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
@@ -68,17 +87,21 @@ def create_app(settings: Settings | None = None) -> Celery:
     """A configured app. Without settings, configuration is read lazily from the environment."""
     import workers.signals  # noqa: F401  (connects per-process setup: clients, Sentry, log scrubbing)
     from workers import logcontext
+    from workers.durability import RedisDurabilityCheck
+    from workers.lease import LeaseKeeper
     from workers.runtime import bind_settings, settings_for
     from workers.tasks import register_stage_tasks
 
     logcontext.install()
-    celery = Celery("conveyor", set_as_current=False)
+    celery = Celery("conveyor", set_as_current=False, amqp="workers.reprs:IdOnlyAMQP")
     if settings is None:
         celery.add_defaults(lambda: celery_config(settings_for(celery)))
     else:
         bind_settings(celery, settings)
         celery.add_defaults(celery_config(settings))
     register_stage_tasks(celery)
+    celery.steps["consumer"].add(LeaseKeeper)
+    celery.steps["consumer"].add(RedisDurabilityCheck)
     return celery
 
 

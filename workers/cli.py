@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import click
 
 from pipeline.errors import ConveyorError
 from pipeline.settings import Settings, SettingsError, load_settings
-from schemas import QUEUES
+from schemas import QUEUES, STAGES
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -73,7 +74,19 @@ def sample_contracts() -> list[Path]:
     return sorted(Path(str(p)) for p in folder.iterdir() if str(p).endswith(".md"))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _OneLineErrors(click.Group):
+    """Every command: a Conveyor error or bad JSON input is one line and exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConveyorError as exc:
+            raise click.ClickException(exc.message) from exc
+        except json.JSONDecodeError as exc:
+            raise click.ClickException(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main() -> None:
     """Conveyor runs LLM work as a Celery pipeline: intent -> retrieve -> generate -> guard -> record.
 
@@ -183,7 +196,8 @@ def result(job_id: str, timeout: float) -> None:
               type=click.Choice(["prefork", "threads", "solo"]), help="threads for I/O-bound queues (llm).")
 @click.option("--concurrency", "-c", type=int, default=None, help="Processes or threads (default: cores).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
-@click.option("--hostname", "-n", default=None, help="Node name, e.g. llm@%h.")
+@click.option("--hostname", "-n", default=None,
+              help="Node name, e.g. llm@%h (default: the queues and a random suffix, e.g. llm-3f9a1c@%h).")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(queues: str, pool: str, concurrency: int | None, loglevel: str, hostname: str | None,
            celery_args: tuple[str, ...]) -> None:
@@ -209,9 +223,16 @@ def worker(queues: str, pool: str, concurrency: int | None, loglevel: str, hostn
     argv = ["worker", "-Q", queues, "-P", pool, "-l", loglevel, "-E"]
     if concurrency:
         argv += ["-c", str(concurrency)]
-    if hostname:
-        argv += ["-n", hostname]
+    # unique by default: workers that share a node name look like one worker to Flower and `inspect`
+    argv += ["-n", hostname or default_node_name(queues)]
     app.worker_main(argv + list(celery_args))
+
+
+def default_node_name(queues: str) -> str:
+    """``<queues>-<6 hex>@%h``: unique per worker process, and says what it consumes."""
+    import uuid
+
+    return f"{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@%h"
 
 
 # --- documents --------------------------------------------------------------------------------
@@ -300,30 +321,92 @@ def dlq() -> None:
     """Inspect and replay dead letters (jobs that failed for good)."""
 
 
+@contextmanager
+def _dlq_errors() -> Iterator[None]:
+    """A Conveyor error (state store or broker unreachable...) is one line and exit 1, no traceback."""
+    try:
+        yield
+    except ConveyorError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+class _Age(click.ParamType):
+    """``90s``, ``10m``, ``2h``, ``7d`` (or plain seconds)."""
+
+    name = "age"
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip()
+        number, unit = (text[:-1], text[-1]) if text[-1:] in self._UNITS else (text, "s")
+        try:
+            seconds = float(number) * self._UNITS[unit]
+        except ValueError:
+            self.fail(f"{value!r} is not an age (use e.g. 90s, 10m, 2h, 7d)", param, ctx)
+        if seconds < 0:
+            self.fail(f"{value!r} is negative", param, ctx)
+        return timedelta(seconds=seconds)
+
+
+def _letter_filters(f: Any) -> Any:
+    """The filters `dlq list` and `dlq replay` share."""
+    for option in reversed([
+        click.option("--batch", "batch_id", default=None, help="Only this batch id."),
+        click.option("--class", "failure_class", default=None, help="Only this failure class (e.g. invalid_input)."),
+        click.option("--stage", type=click.Choice(STAGES), default=None, help="Only letters of this failed stage."),
+        click.option("--older-than", type=_Age(), default=None, help="Only letters older than this (10m, 2h, 7d)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _echo_letter_table(page: list[Any]) -> None:
+    rows = [[s.dead_letter_id, f"{s.created_at:%Y-%m-%d %H:%M:%S}", s.job_id, s.stage,
+             s.failure_class + (" (retries exhausted)" if s.retries_exhausted else ""), s.batch_id or "-",
+             s.document_id or "-", s.custom_id or "-", str(s.attempts), s.state, s.error_message[:60]]
+            for s in page]
+    header = ["id", "created", "job", "stage", "class", "batch", "document", "custom id", "attempts", "state",
+              "error"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
 @dlq.command("list")
-@click.option("--all", "show_all", is_flag=True, help="Include replayed dead letters.")
-@click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def dlq_list(show_all: bool, limit: int, as_json: bool) -> None:
-    """List dead letters, newest first."""
-    with _runtime(_settings(), need_worker=False) as rt:
-        letters = rt.components.state.list_dead_letters(state=None if show_all else "open", limit=limit)
+@click.option("--state", type=click.Choice(["open", "replayed", "any"]), default="open", show_default=True)
+@click.option("--all", "show_all", is_flag=True, help="Include replayed dead letters (= --state any).")
+@_letter_filters
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many (next page).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summaries as a JSON list.")
+def dlq_list(state: str, show_all: bool, batch_id: str | None, failure_class: str | None, stage: str | None,
+             older_than: timedelta | None, limit: int, offset: int, as_json: bool) -> None:
+    """List dead letters, newest first, one page at a time; filters combine."""
+    from pipeline.state import LetterFilter
+
+    where = LetterFilter(state=None if show_all or state == "any" else state, batch_id=batch_id,
+                         failure_class=failure_class, stage=stage,
+                         created_before=datetime.now(UTC) - older_than if older_than else None)
+    with _dlq_errors(), _runtime(_settings(), need_worker=False) as rt:
+        page = rt.components.state.dead_letter_page(where, limit=limit, offset=offset)
     if as_json:
-        _echo_json([dl.model_dump(mode="json", exclude={"stage_input"}) for dl in letters])
+        _echo_json([s.model_dump(mode="json") for s in page])
         return
-    if not letters:
+    if not page:
         click.echo("no dead letters")
-    for dl in letters:
-        click.echo(f"{dl.dead_letter_id}  {dl.created_at:%Y-%m-%d %H:%M:%S}  job={dl.job_id}  stage={dl.stage}  "
-                   f"{dl.failure_class}{' (retries exhausted)' if dl.retries_exhausted else ''}  "
-                   f"attempts={dl.attempts}  {dl.state}  {dl.error_message[:80]}")
+        return
+    _echo_letter_table(page)
+    if len(page) == limit:
+        click.echo(f"(more may follow: --offset {offset + limit})")
 
 
 @dlq.command("show")
 @click.argument("dead_letter_id")
 def dlq_show(dead_letter_id: str) -> None:
     """Print one dead letter in full, including the original request."""
-    with _runtime(_settings(), need_worker=False) as rt:
+    with _dlq_errors(), _runtime(_settings(), need_worker=False) as rt:
         letter = rt.components.state.get_dead_letter(dead_letter_id)
     if letter is None:
         raise click.ClickException(f"no dead letter {dead_letter_id!r}")
@@ -331,42 +414,126 @@ def dlq_show(dead_letter_id: str) -> None:
 
 
 @dlq.command("replay")
-@click.argument("dead_letter_id")
+@click.argument("dead_letter_id", required=False)
 @click.option("--request", "request_file", type=click.File("r"), default=None,
               help="A corrected request (JSON) to use instead of the original; keeps the job id.")
+@_letter_filters
+@click.option("--dry-run", is_flag=True, help="With filters: list what would be replayed, change nothing.")
 @click.option("--wait/--no-wait", default=None, help="Wait for the outcome (always in embedded mode).")
-@click.option("--timeout", type=float, default=120.0, show_default=True)
-def dlq_replay(dead_letter_id: str, request_file: Any, wait: bool | None, timeout: float) -> None:
-    """Send a dead-lettered job back into the chain at the stage that failed."""
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait per job.")
+def dlq_replay(dead_letter_id: str | None, request_file: Any, batch_id: str | None, failure_class: str | None,
+               stage: str | None, older_than: timedelta | None, dry_run: bool, wait: bool | None,
+               timeout: float) -> None:
+    """Send dead-lettered jobs back into the chain at the stage that failed.
+
+    One letter by ID, or every open letter matching the filters (at least one of --batch,
+    --class, --stage, --older-than). Each job is enqueued before its letter is marked replayed:
+    a letter whose job could not be enqueued stays open.
+    """
+    filtered = any(v is not None for v in (batch_id, failure_class, stage, older_than))
+    if dead_letter_id and (filtered or dry_run):
+        raise click.UsageError("give either a dead letter ID or filters, not both")
+    if not dead_letter_id and not filtered:
+        raise click.UsageError("give a dead letter ID, or at least one of --batch, --class, --stage, --older-than")
+    if request_file is not None and not dead_letter_id:
+        raise click.UsageError("--request replaces the request of one letter: give its ID")
+    settings = _settings()
+    with _dlq_errors(), _runtime(settings, need_worker=settings.embedded and not dry_run) as rt:
+        if dead_letter_id:
+            job_ids = [_replay_one(rt, dead_letter_id, request_file)]
+        else:
+            job_ids = _replay_filtered(rt, batch_id, failure_class, stage, older_than, dry_run)
+        if job_ids and (settings.embedded or wait):
+            _wait_for_replays(rt, job_ids, timeout)
+
+
+def _replay_one(rt: Any, dead_letter_id: str, request_file: Any) -> str:
     from pydantic import ValidationError
 
-    from workers.client import JobFailed
     from workers.deadletters import replay_dead_letter
 
     fixed = json.load(request_file) if request_file is not None else None
-    settings = _settings()
-    with _runtime(settings, need_worker=settings.embedded) as rt:
+    try:
+        letter = replay_dead_letter(rt.app, rt.components.state, dead_letter_id, fixed_request=fixed)
+    except (KeyError, ValueError, ValidationError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"replayed job {letter.job_id} at stage {letter.stage}")
+    return letter.job_id
+
+
+def _replay_filtered(rt: Any, batch_id: str | None, failure_class: str | None, stage: str | None,
+                     older_than: timedelta | None, dry_run: bool) -> list[str]:
+    from pipeline.state import LetterFilter
+    from workers.deadletters import replay_matching
+
+    where = LetterFilter(batch_id=batch_id, failure_class=failure_class, stage=stage,
+                         created_before=datetime.now(UTC) - older_than if older_than else None)
+    report = replay_matching(rt.app, rt.components.state, where, dry_run=dry_run)
+    if dry_run:
+        if report.matched:
+            _echo_letter_table(report.matched)
+        click.echo(f"dry run: {len(report.matched)} dead letter(s) would be replayed; nothing changed")
+        return []
+    for summary, reason in [*report.skipped, *report.not_enqueued]:
+        click.echo(f"{summary.dead_letter_id}  job={summary.job_id}: {reason}")
+    click.echo(f"replayed {len(report.replayed)}, failed to enqueue {len(report.not_enqueued)}, "
+               f"skipped {len(report.skipped)}, not tried {len(report.not_tried)} "
+               f"of {len(report.matched)} matching dead letter(s)")
+    if report.not_enqueued:
+        raise click.ClickException("stopped at the first job that could not be enqueued; "
+                                   f"{len(report.not_enqueued) + len(report.not_tried)} dead letter(s) stay open")
+    return [s.job_id for s in report.replayed]
+
+
+def _wait_for_replays(rt: Any, job_ids: list[str], timeout: float) -> None:
+    """Embedded mode must wait: its in-memory queue ends with this command."""
+    from workers.client import JobFailed
+
+    failed = 0
+    for job_id in job_ids:
         try:
-            letter = replay_dead_letter(rt.app, rt.components.state, dead_letter_id, fixed_request=fixed)
-        except (KeyError, ValueError, ValidationError) as exc:
-            raise click.ClickException(str(exc)) from exc
-        click.echo(f"replayed job {letter.job_id} at stage {letter.stage}")
-        if settings.embedded or wait:
-            try:
-                record = rt.client.result(letter.job_id, timeout=timeout)
-            except JobFailed as exc:
-                raise click.ClickException(str(exc)) from exc
+            record = rt.client.result(job_id, timeout=timeout)
+        except (JobFailed, TimeoutError) as exc:
+            failed += 1
+            click.echo(f"job {job_id}: {exc}", err=True)
+        else:
             click.echo(f"job {record.job_id} succeeded: guard={record.guard.verdict}")
+    if failed:
+        raise click.ClickException(f"{failed} of {len(job_ids)} replayed job(s) did not succeed")
 
 
 # --- operations -------------------------------------------------------------------------------
+@main.command()
+@click.option("--older-than", type=_Age(), default="30m", show_default=True,
+              help="A job whose status has not moved for this long is stalled; keep it above the longest "
+                   "stage run plus retry and re-queue countdowns.")
+@click.option("--dry-run", is_flag=True, help="List what would be done; change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def reconcile(older_than: timedelta, dry_run: bool, as_json: bool) -> None:
+    """Bring stalled jobs to an end: re-enqueue each at its last checkpoint, or dead-letter it as interrupted."""
+    from workers.reconcile import reconcile as run_reconcile
+
+    with _runtime(_settings(), need_worker=False) as rt, _dlq_errors():
+        report = run_reconcile(rt.app, rt.components.state, older_than=older_than, dry_run=dry_run)
+    if as_json:
+        _echo_json(dataclasses.asdict(report))
+        return
+    verb = "would be" if dry_run else "were"
+    click.echo(f"{report.stalled} stalled job(s): {len(report.requeued)} {verb} re-enqueued, "
+               f"{len(report.dead_lettered)} {verb} dead-lettered as interrupted, "
+               f"{len(report.finished)} had finished")
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Interface to bind; 0.0.0.0 exposes Flower (behind basic auth) to the network.")
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
-def flower(port: int, flower_args: tuple[str, ...]) -> None:
+def flower(port: int, address: str, flower_args: tuple[str, ...]) -> None:
     """Run Flower against the broker, behind basic auth (CONVEYOR_FLOWER_BASIC_AUTH=user:password).
 
-    Other Flower options pass through, e.g. `conveyor flower --port 5555 --address=127.0.0.1`.
+    It binds 127.0.0.1 unless --address says otherwise. Other Flower options pass through,
+    e.g. `conveyor flower --port 5555 --max_tasks=5000`.
     """
     settings = _settings()
     if settings.embedded:
@@ -378,7 +545,7 @@ def flower(port: int, flower_args: tuple[str, ...]) -> None:
     app = create_app(settings)
     # through Flower's environment, not argv: a command line is visible to every user in `ps`
     os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
-    app.start(["flower", f"--port={port}", *flower_args])
+    app.start(["flower", f"--port={port}", f"--address={address}", *flower_args])
 
 
 if __name__ == "__main__":  # pragma: no cover

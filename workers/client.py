@@ -81,11 +81,17 @@ class ConveyorClient:
         # status first: a fast worker may overwrite it with "running" before send_job returns
         self.state.set_status(JobStatus(job_id=req.job_id, state="queued", stage=INTENT.name))
         payload = req.model_dump(mode="json")
+        self.state.checkpoint(req.job_id, INTENT.name, payload)
         try:
             send_job(self.app, payload)
         except Exception as exc:  # broker unreachable: nothing was enqueued, so nothing is claimed
             self.state.release_idempotency_key(req.tenant, key)
-            raise ProviderUnavailable(f"could not enqueue job {req.job_id}: {type(exc).__name__}") from exc
+            from kombu.utils.url import maybe_sanitize_url
+
+            broker = maybe_sanitize_url(str(self.app.conf.broker_url))
+            raise ProviderUnavailable(
+                f"could not enqueue job {req.job_id}: broker {broker} unreachable ({type(exc).__name__})"
+            ) from exc
         if req.batch_id:
             self.state.batch_incr(req.batch_id, "submitted")
         if self.submitted is not None:

@@ -8,7 +8,11 @@ and owns one concern. ``default_middleware(settings)`` lists them outermost firs
     RequeueOnSignal  ``Requeue``: back on the stage's queue with its countdown, retries untouched
     StageRetry       a RetryableError with retries left: Celery retry, capped jittered backoff
     ValidatePayload  JSON -> the stage's input model, or InvalidInput
-    TrackStatus      the job's status says running, at this stage and attempt
+    SkipFinished     a job that already has a record is acknowledged and not run again
+    TrackStatus      the job's status says running, at this stage and attempt; the output is
+                     checkpointed as the next stage's input, so ``conveyor reconcile`` can
+                     re-enqueue a stalled job exactly where it stopped
+    CountAttempts    upstream calls, tokens and cost of failed attempts reach the record too
     Timing           the stage's wall time on the message (``timings_ms``) and in the log
     TranslateErrors  soft time limit -> StageTimeout; anything untranslated -> InternalError
 
@@ -44,7 +48,8 @@ from pipeline.errors import (
 )
 from pipeline.settings import Settings
 from pipeline.wiring import Components
-from schemas import JobRequest, JobStatus, StageMessage, StageSpec
+from schemas import Completion, GenerationResult, JobRequest, JobStatus, StageMessage, StageSpec, Usage
+from schemas.pipeline import next_stage
 from workers.chain import send_job
 from workers.deadletters import original_request, write_dead_letter
 from workers.logcontext import log_context
@@ -170,13 +175,77 @@ class ValidatePayload:
         return call_next(delivery)
 
 
+class SkipFinished:
+    """A redelivered or replayed message of a finished job: ack it, run nothing, bill nothing."""
+
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
+        if delivery.components.state.has_record(delivery.request.job_id):
+            log.info("job already has a record: skipped")
+            raise Ignore()
+        return call_next(delivery)
+
+
 class TrackStatus:
     def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
-        delivery.components.state.set_status(
-            JobStatus(job_id=delivery.request.job_id, state="running", stage=delivery.spec.name,
-                      attempts=delivery.attempt)
-        )
-        return call_next(delivery)
+        state, job_id = delivery.components.state, delivery.request.job_id
+        state.set_status(JobStatus(job_id=job_id, state="running", stage=delivery.spec.name,
+                                   attempts=delivery.attempt))
+        output = call_next(delivery)
+        following = next_stage(delivery.spec)
+        if following is not None:
+            state.checkpoint(job_id, following.name, output.model_dump(mode="json"))
+        return output
+
+
+#: cost is kept in nano-dollars so the store's integer counters add it exactly.
+_NANO = 1_000_000_000
+
+
+class CountAttempts:
+    """Every upstream call a job made is on its record, not only the last attempt's.
+
+    A failed generate attempt (a timeout after two billed retries, a fallback chain that gave
+    up) carries its bill in the error's details; it is added to the job's usage in the store,
+    and the attempt that succeeds adds what earlier attempts left to its completion.
+    """
+
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
+        job_id = delivery.request.job_id
+        try:
+            output = call_next(delivery)
+        except ConveyorError as exc:
+            bill = _bill(exc.details)
+            if bill:
+                delivery.components.state.add_usage(job_id, bill)
+            raise
+        completion = getattr(output, "completion", None)
+        if isinstance(output, GenerationResult) and isinstance(completion, Completion):
+            earlier = delivery.components.state.take_usage(job_id)
+            if earlier:
+                output.completion = completion.model_copy(update={
+                    "llm_calls": completion.llm_calls + earlier.get("llm_calls", 0),
+                    "usage": Usage(
+                        prompt_tokens=completion.usage.prompt_tokens + earlier.get("prompt_tokens", 0),
+                        completion_tokens=completion.usage.completion_tokens + earlier.get("completion_tokens", 0),
+                    ),
+                    "cost_usd": round(completion.cost_usd + earlier.get("cost_nusd", 0) / _NANO, 8),
+                })
+        return output
+
+
+def _bill(details: dict[str, object]) -> dict[str, int]:
+    """The usage an error's details report (the LLM provider fills calls, tokens and cost)."""
+    def number(key: str) -> float:
+        value = details.get(key)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+    bill = {
+        "llm_calls": int(number("calls")),
+        "prompt_tokens": int(number("prompt_tokens")),
+        "completion_tokens": int(number("completion_tokens")),
+        "cost_nusd": round(number("cost_usd") * _NANO),
+    }
+    return {k: v for k, v in bill.items() if v}
 
 
 class Timing:
@@ -210,7 +279,9 @@ def default_middleware(settings: Settings) -> list[Middleware]:
         RequeueOnSignal(),
         StageRetry(settings.stage_max_retries, settings.retry_backoff_base_s, settings.retry_backoff_max_s),
         ValidatePayload(),
+        SkipFinished(),
         TrackStatus(),
+        CountAttempts(),
         Timing(),
         TranslateErrors(),
     ]

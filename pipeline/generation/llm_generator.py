@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.errors import validation_problems
+from pipeline.errors import ConveyorError, validation_problems
 from pipeline.generation.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMResponse
 from pipeline.generation.llm.tokens import count_tokens
 from pipeline.generation.prompts import build_messages, repair_message
@@ -90,7 +90,16 @@ class LLMGenerator:
         if structured is None and errors:
             repair_reasons = errors
             retry = [*messages, ChatMessage(role="assistant", content=responses[0].text), repair_message(errors)]
-            responses.append(self._ask(retry, msg, template.version))
+            try:
+                responses.append(self._ask(retry, msg, template.version))
+            except ConveyorError as exc:  # the first answer was billed too: the error carries both
+                first = responses[0]
+                d = exc.details
+                for key, value in (("calls", first.calls), ("prompt_tokens", first.prompt_tokens),
+                                   ("completion_tokens", first.completion_tokens), ("cost_usd", first.cost_usd)):
+                    previous = d.get(key)
+                    d[key] = (previous if isinstance(previous, int | float) else 0) + value
+                raise
             if responses[-1].finish_reason != "length":
                 structured, _ = parse_structured(msg.intent, responses[-1].text)
         last = responses[-1]

@@ -136,3 +136,15 @@ def test_context_overflow_falls_back_to_the_next_model(env: dict[str, Any]) -> N
     env["server"].script(["context_overflow", "ok"])
     record = env["rt"].client.result(_job(env), timeout=60)
     assert record.model == "gpt-4.1-mini" and record.llm_calls == 2
+
+
+def test_the_record_counts_the_calls_of_failed_stage_attempts_too(env: dict[str, Any]) -> None:
+    """Attempt 1: three calls to each of the two models fail (503); the stage retries; attempt 2
+    succeeds with one call. All seven upstream calls are on the record, not only the last one."""
+    server = env["server"]
+    server.script(["503"] * 6 + ["ok"])
+    before = _chat_calls(server)
+    record = env["rt"].client.result(_job(env), timeout=60)
+    assert _chat_calls(server) - before == 7
+    assert record.llm_calls == 7
+    assert env["rt"].components.state.take_usage(record.job_id) == {}, "handed over once"
