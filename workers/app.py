@@ -28,6 +28,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "visibility_timeout": settings.visibility_timeout_s,
         "unacked_restore_interval": 10,
         "unacked_restore_throttle": 1,
+        # the sweep's lock: kombu holds it for up to 300 s, so a Redis stopped mid-sweep (the lock is in
+        # the append-only file) blocked every sweep, and the jobs of lost connections, for 5 minutes
+        "unacked_mutex_expire": 15,
     }
     if embedded:
         transport_options["polling_interval"] = EMBEDDED_POLLING_INTERVAL_S

@@ -84,6 +84,9 @@ class ConveyorClient:
         self.state.checkpoint(req.job_id, INTENT.name, payload)
         try:
             send_job(self.app, payload)
+        except InvalidInput:  # too large to publish: the caller's error, said as it is
+            self.state.release_idempotency_key(req.tenant, key)
+            raise
         except Exception as exc:  # broker unreachable: nothing was enqueued, so nothing is claimed
             self.state.release_idempotency_key(req.tenant, key)
             from kombu.utils.url import maybe_sanitize_url

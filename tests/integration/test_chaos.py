@@ -51,7 +51,7 @@ def test_a_killed_worker_s_jobs_run_again_within_two_minutes() -> None:
 
 
 def test_redis_restart_with_aof_loses_nothing_and_no_worker_exits() -> None:
-    result = chaos.redis_restart(jobs=40)
+    result = chaos.redis_restart(jobs=40, timeout=180, reconcile_after_s=90)
     _assert_nothing_lost(result)
 
 
