@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -150,3 +151,12 @@ def shared_minilm() -> OnnxMiniLMEmbedder:
     embedder = OnnxMiniLMEmbedder()
     embedder.warm_up()
     return embedder
+
+
+def drain_queue(app: Any, queue: str) -> list[Any]:
+    """Take every message off ``queue`` of an app's broker (the process-wide memory transport in unit tests)."""
+    messages = []
+    with app.connection_for_write() as conn:
+        while (message := conn.default_channel.basic_get(queue)) is not None:
+            messages.append(message)
+    return messages

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from celery import Celery
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from pydantic import BaseModel
 
@@ -28,6 +27,7 @@ from pipeline.state import SqliteStateStore
 from pipeline.wiring import Components
 from schemas import IntentResult, JobRecord, JobRequest
 from schemas.pipeline import GENERATE, INTENT
+from tests.fakes import drain_queue
 from workers import logcontext
 from workers.app import create_app
 from workers.middleware import (
@@ -189,25 +189,17 @@ def test_dead_letter_keeps_the_request_and_says_whether_retries_ran_out(state: S
     assert status is not None and status.state == "failed"
 
 
-def _queued(app: Celery, queue: str) -> list[Any]:
-    messages = []
-    with app.connection_for_write() as conn:
-        while (message := conn.default_channel.basic_get(queue)) is not None:
-            messages.append(message)
-    return messages
-
-
 def test_requeue_publishes_the_same_payload_at_the_same_stage_with_its_countdown(
     tmp_path: Path, state: SqliteStateStore
 ) -> None:
     app = create_app(load_settings(data_dir=tmp_path))
-    _queued(app, "llm")  # the memory transport is process-wide: start from an empty queue
+    drain_queue(app, "llm")  # the memory transport is process-wide: start from an empty queue
     payload = {"request": REQUEST.model_dump(mode="json"), "marker": "unchanged"}
     task = FakeTask(app=app)
     with pytest.raises(Ignore):
         RequeueOnSignal()(delivery(state, payload, task=task, spec=GENERATE, validated=False),
                           raising(Requeue(7.5, "no slot")))
-    (message,) = _queued(app, "llm")
+    (message,) = drain_queue(app, "llm")
     assert message.headers["task"] == "conveyor.generate" and message.headers["eta"]
     args, _kwargs, _embed = message.decode()
     assert args == [payload]

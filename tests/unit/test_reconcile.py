@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from pipeline.settings import load_settings
 from pipeline.state import SqliteStateStore
 from schemas import JobRequest, JobStatus
+from tests.fakes import drain_queue
 from workers.app import create_app
 from workers.reconcile import reconcile
-
-
-def _queued(app: Any, queue: str) -> list[Any]:
-    messages = []
-    with app.connection_for_write() as conn:
-        while (message := conn.default_channel.basic_get(queue)) is not None:
-            messages.append(message)
-    return messages
 
 
 def _stalled(state: SqliteStateStore, job_id: str, stage: str, minutes: int) -> None:
@@ -29,7 +21,7 @@ def _stalled(state: SqliteStateStore, job_id: str, stage: str, minutes: int) -> 
 def test_stalled_jobs_are_re_enqueued_at_their_checkpoint_or_dead_lettered(tmp_path: Path) -> None:
     app = create_app(load_settings(data_dir=tmp_path))
     for queue in ("intent", "retrieve", "llm"):
-        _queued(app, queue)
+        drain_queue(app, queue)
     state = SqliteStateStore(tmp_path / "state.sqlite3")
     request = JobRequest(job_id="resumable", text="What is the rent?", document_id="lease")
     payload = {"request": request.model_dump(mode="json"), "intent": "question", "intent_confidence": 1.0,
@@ -41,10 +33,10 @@ def test_stalled_jobs_are_re_enqueued_at_their_checkpoint_or_dead_lettered(tmp_p
 
     dry = reconcile(app, state, older_than=timedelta(minutes=30), dry_run=True)
     assert (dry.stalled, dry.requeued, dry.dead_lettered) == (2, ["resumable"], ["no-checkpoint"])
-    assert _queued(app, "llm") == [] and state.list_dead_letters() == [], "a dry run changes nothing"
+    assert drain_queue(app, "llm") == [] and state.list_dead_letters() == [], "a dry run changes nothing"
 
     done = reconcile(app, state, older_than=timedelta(minutes=30))
-    (message,) = _queued(app, "llm")
+    (message,) = drain_queue(app, "llm")
     assert message.headers["task"] == "conveyor.generate" and message.decode()[0] == [payload]
     status = state.get_status("resumable")
     assert status is not None and (status.state, status.stage) == ("queued", "generate")
