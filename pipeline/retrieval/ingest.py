@@ -7,6 +7,7 @@ embedding model (the expensive part).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import time
@@ -19,7 +20,7 @@ import numpy as np
 from pipeline.errors import InternalError, InvalidInput
 from pipeline.retrieval.chunking import chunk_document
 from pipeline.retrieval.embeddings import Embedder
-from pipeline.retrieval.vectorstore import UpsertReport, VectorStore
+from pipeline.retrieval.vectorstore import ManifestStore, UpsertReport, VectorStore
 from pipeline.text import strip_markup
 
 TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".html", ".htm"})
@@ -45,23 +46,37 @@ class IngestReport:
 def read_document(path: str | Path) -> tuple[str, str]:
     """Return (doc_id, plain text); doc_id is the file name without its extension."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise InvalidInput(f"unsupported document type {suffix or '(none)'!r}: {path.name}")
-    if suffix == ".pdf":
-        return path.stem, _read_pdf(path)
+    check_supported(path.name)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+    return path.stem, parse_document(path.name, raw)
+
+
+def check_supported(name: str) -> None:
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise InvalidInput(f"unsupported document type {suffix or '(none)'!r}: {name} "
+                           f"(supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})")
+
+
+def parse_document(name: str, raw: bytes) -> str:
+    """Plain text of a document's bytes, read as its file name's suffix says; InvalidInput naming it
+    for anything unreadable (the same rules for a file on disk and a batch item's stored bytes)."""
+    check_supported(name)
+    if Path(name).suffix.lower() == ".pdf":
+        return _pdf_text(name, raw)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{path.name} is not UTF-8 text") from exc
-    return path.stem, text if suffix == ".txt" else strip_markup(text)
+        raise InvalidInput(f"{name} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from exc
+    if not text.strip():
+        raise InvalidInput(f"{name} is empty")
+    return text if Path(name).suffix.lower() == ".txt" else strip_markup(text)
 
 
-def _read_pdf(path: Path) -> str:
+def _pdf_text(name: str, raw: bytes) -> str:
     """Plain text of a PDF's text layer, page by page (pypdf, offline).
 
     Every failure is ``InvalidInput`` naming the file and what is wrong with it: not a PDF,
@@ -72,14 +87,10 @@ def _read_pdf(path: Path) -> str:
         from pypdf.errors import FileNotDecryptedError
     except ImportError:
         raise InvalidInput("pdf not supported: install pypdf") from None
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
     if not raw.strip():
-        raise InvalidInput(f"cannot read pdf {path.name}: the file is empty")
+        raise InvalidInput(f"cannot read pdf {name}: the file is empty")
     if b"%PDF-" not in raw[:1024]:  # readers accept the header anywhere in the first 1024 bytes
-        raise InvalidInput(f"cannot read pdf {path.name}: not a PDF file (no %PDF- header)")
+        raise InvalidInput(f"cannot read pdf {name}: not a PDF file (no %PDF- header)")
     pages: list[str] = []
     opened = False
     try:
@@ -88,14 +99,14 @@ def _read_pdf(path: Path) -> str:
         for page in reader.pages:
             pages.append(_tidy_pdf_text(page.extract_text() or ""))
     except FileNotDecryptedError as exc:
-        raise InvalidInput(f"cannot read pdf {path.name}: it is password-protected; decrypt it first") from exc
+        raise InvalidInput(f"cannot read pdf {name}: it is password-protected; decrypt it first") from exc
     except Exception as exc:  # untrusted input: pypdf raises its own errors and plenty of builtin ones
         where = f" at page {len(pages) + 1}" if opened else ""
-        raise InvalidInput(f"cannot read pdf {path.name}: damaged or truncated PDF{where} ({_reason(exc)})") from exc
+        raise InvalidInput(f"cannot read pdf {name}: damaged or truncated PDF{where} ({_reason(exc)})") from exc
     text = "\n\n".join(page for page in pages if page).strip()
     if not text:
         raise InvalidInput(
-            f"pdf {path.name} has no extractable text ({len(pages)} page(s) without a text layer; "
+            f"pdf {name} has no extractable text ({len(pages)} page(s) without a text layer; "
             "a scanned document needs OCR first)"
         )
     return text
@@ -125,6 +136,11 @@ def iter_document_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
             raise InvalidInput(f"no such file or directory: {path}")
 
 
+def text_sha256(text: str) -> str:
+    """The content hash a document's manifest records: sha256 of its plain text (UTF-8)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def ingest_text(
     doc_id: str,
     text: str,
@@ -138,7 +154,8 @@ def ingest_text(
     """Chunk, embed and store one document's plain text; replaces its previous version.
 
     Chunks the store already holds are not embedded again, so re-ingesting an unchanged
-    document costs a chunking pass and one listing, not a model run.
+    document costs a chunking pass and one listing, not a model run. A store that keeps
+    manifests also records ``text_sha256(text)`` (see ``document_hash``).
     """
     if not doc_id.strip():
         raise InvalidInput("doc_id must be non-empty")
@@ -155,6 +172,8 @@ def ingest_text(
     vectors = np.zeros((len(chunks), store.dim), dtype=np.float32)
     if todo:
         vectors[todo] = embedder.embed([chunks[i].text for i in todo])
+    if isinstance(store, ManifestStore):
+        return store.upsert_document(tenant, doc_id, chunks, vectors, content_sha256=text_sha256(text))
     return store.upsert_document(tenant, doc_id, chunks, vectors)
 
 

@@ -1,9 +1,22 @@
 """Chunk storage and dense search over Qdrant, behind a small protocol.
 
-Point ids are derived from (tenant, chunk id) and chunk ids from content, so writing
-the same document twice changes nothing and a changed document only gains its new
-chunks and loses its stale ones. Every qdrant-client / HTTP failure is translated into
-the pipeline error tree at this boundary.
+Layout: the i-th chunk of (tenant, doc_id) is the point ``slot_id(tenant, doc_id, i)``
+(a uuid5, so nobody needs to look it up), and slot 0's payload is the document's
+manifest: ``doc_chunks`` (how many slots it has) and ``doc_sha256`` (the content hash
+ingest gave, or None). Everything a job with a ``document_id`` needs is therefore a
+lookup by id, whose cost does not depend on the collection size: the document's
+chunks (``document_chunks``), whether it exists (``has_document``), and a question
+scoped to it (``search`` with a tenant and ``doc_ids``: its chunks' vectors fetched by
+id and scored here with the same cosine Qdrant computes). Only tenant-wide search is
+a Qdrant query; in local (embedded) mode that scans every point, which is what a
+Qdrant server (``CONVEYOR_QDRANT_URL``) with its HNSW index is for.
+
+Chunk ids come from content and position, so writing the same document twice changes
+nothing and a changed document only rewrites the slots that changed and drops the
+slots past its new length. Collections written by the older layout (point id from
+the chunk id, no manifest) are migrated once by ``ensure_collection``. Every
+qdrant-client / HTTP failure is translated into the pipeline error tree at this
+boundary.
 """
 
 from __future__ import annotations
@@ -35,9 +48,11 @@ if TYPE_CHECKING:
     from qdrant_client import QdrantClient
     from qdrant_client.http import models
 
-#: namespace of point ids; a point id is uuid5(namespace, tenant + chunk id).
+#: namespace of point ids; a point id is uuid5(namespace, tenant + key).
 POINT_NAMESPACE = uuid.UUID("0b8f3c52-1d7e-5e4a-a6b9-3f2c7d9e1a40")
 _SCROLL_PAGE = 256
+#: ids per ``retrieve`` call (one HTTP request body stays small).
+_RETRIEVE_PAGE = 1024
 _FACET_LIMIT = 100_000
 
 T = TypeVar("T")
@@ -92,9 +107,34 @@ class VectorStore(Protocol):
     def list_documents(self, tenant: str | None = None) -> list[str]: ...
 
 
+@runtime_checkable
+class ManifestStore(Protocol):
+    """A store that keeps a content hash per document (``QdrantVectorStore`` does)."""
+
+    def upsert_document(
+        self,
+        tenant: str,
+        doc_id: str,
+        chunks: Sequence[Chunk],
+        vectors: np.ndarray,
+        *,
+        content_sha256: str | None = None,
+    ) -> UpsertReport: ...
+
+    def document_hash(self, tenant: str, doc_id: str) -> str | None: ...
+
+
 def point_id(tenant: str, chunk_id: str) -> str:
     """Tenants may ingest identical documents; their points must not collide."""
     return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant}\x1f{chunk_id}"))
+
+
+def slot_id(tenant: str, doc_id: str, slot: int) -> str:
+    """Point id of the ``slot``-th chunk of (tenant, doc_id); slot 0 carries the manifest.
+
+    ``doc_id#slot`` is unambiguous (the slot has no ``#``), so two documents never share one.
+    """
+    return point_id(tenant, f"{doc_id}#{slot}")
 
 
 def check_upsert_args(
@@ -209,14 +249,49 @@ class QdrantVectorStore:
             if offset is None:
                 return
 
+    def _retrieve(self, ids: Sequence[str], *, with_payload: Any, with_vectors: bool) -> list[Any]:
+        records: list[Any] = []
+        for start in range(0, len(ids), _RETRIEVE_PAGE):
+            batch = list[Any](ids[start : start + _RETRIEVE_PAGE])
+            records.extend(
+                self._call(
+                    "retrieve",
+                    partial(
+                        self.client.retrieve,
+                        self.collection,
+                        ids=batch,
+                        with_payload=with_payload,
+                        with_vectors=with_vectors,
+                    ),
+                )
+            )
+        return records
+
+    def _document_records(self, tenant: str, doc_id: str, *, with_vectors: bool) -> list[Any]:
+        """The document's points (payload, optionally vectors) by id: slot 0, then the rest.
+
+        Slots past the manifest's count are never read, so a reader racing a shrinking
+        re-ingest sees at most the old version's slots, never a third document.
+        """
+        with self._lock:
+            head = self._retrieve([slot_id(tenant, doc_id, 0)], with_payload=True, with_vectors=with_vectors)
+            if not head:
+                return []
+            count = int((head[0].payload or {}).get("doc_chunks", 1))
+            rest = [slot_id(tenant, doc_id, slot) for slot in range(1, count)]
+            records = head + (self._retrieve(rest, with_payload=True, with_vectors=with_vectors) if rest else [])
+        return sorted(records, key=lambda record: int((record.payload or {}).get("position", 0)))
+
     # -- VectorStore ------------------------------------------------------------------
 
     def ensure_collection(self) -> None:
-        """Create the collection and keyword indexes if missing; refuse a mismatched one."""
+        """Create the collection and keyword indexes if missing; refuse a mismatched one;
+        migrate points of the older layout (no manifest) to slot ids."""
         from qdrant_client.http import models
 
-        def create() -> None:
-            if self.client.collection_exists(self.collection):
+        def create() -> bool:
+            existed = self.client.collection_exists(self.collection)
+            if existed:
                 params = self.client.get_collection(self.collection).config.params.vectors
                 size = getattr(params, "size", None)
                 distance = getattr(params, "distance", None)
@@ -235,50 +310,127 @@ class QdrantVectorStore:
                     self.client.create_payload_index(
                         self.collection, field_name=field, field_schema=models.PayloadSchemaType.KEYWORD
                     )
+            return existed
 
-        self._call("ensure_collection", create)
+        with self._lock:
+            if self._call("ensure_collection", create):
+                self.migrate_legacy_points()
+
+    def migrate_legacy_points(self) -> int:
+        """Rewrite points stored by the pre-manifest layout (id from the chunk id, no
+        ``slot`` in the payload) as slot points with a manifest; return how many.
+
+        One scan of the collection when it was opened (the layout has no marker of its
+        own); per document, the new points go in before the old ones go out, so an
+        interrupted migration resumes on the next start and readers never lose a document.
+        """
+        from qdrant_client.http import models
+
+        legacy = models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="slot"))])
+        with self._lock:
+            documents: dict[tuple[str, str], list[str]] = {}
+            for record in self._scroll(legacy, with_payload=["tenant", "doc_id"]):
+                payload = record.payload or {}
+                key = (str(payload.get("tenant", "")), str(payload.get("doc_id", "")))
+                documents.setdefault(key, []).append(str(record.id))
+            moved = 0
+            for (tenant, doc_id), ids in documents.items():
+                records = sorted(
+                    self._retrieve(ids, with_payload=True, with_vectors=True),
+                    key=lambda record: int((record.payload or {}).get("position", 0)),
+                )
+                if tenant and doc_id and records:
+                    chunks = [_chunk(doc_id, record.payload or {}) for record in records]
+                    vectors = np.asarray([_vector(record) for record in records], dtype=np.float32)
+                    self.upsert_document(tenant, doc_id, chunks, vectors)
+                self._delete(ids)
+                moved += len(ids)
+        return moved
 
     def upsert_document(
-        self, tenant: str, doc_id: str, chunks: Sequence[Chunk], vectors: np.ndarray
+        self,
+        tenant: str,
+        doc_id: str,
+        chunks: Sequence[Chunk],
+        vectors: np.ndarray,
+        *,
+        content_sha256: str | None = None,
     ) -> UpsertReport:
-        """Make the stored chunks of (tenant, doc_id) exactly ``chunks``; new points go in
-        before stale ones go out, so readers never see the document empty."""
+        """Make the stored chunks of (tenant, doc_id) exactly ``chunks``, in slots 0..n-1.
+
+        Only slots whose chunk id changed are written; the other rows of ``vectors`` are
+        not read (ingest leaves them zero). A chunk that moved to another slot keeps its
+        stored vector. Slots 1.. go in first, then slot 0 with the manifest, then the
+        slots past the new length go out, so readers never see the document empty.
+        """
         from qdrant_client.http import models
 
         vectors = np.asarray(vectors, dtype=np.float32)
         check_upsert_args(tenant, doc_id, chunks, vectors, self.dim)
         with self._lock:
-            existing = {
-                str(record.id) for record in self._scroll(self._filter(tenant, [doc_id]), with_payload=False)
-            }
-            wanted = {
-                point_id(tenant, chunk.chunk_id): (chunk, vector)
-                for chunk, vector in zip(chunks, vectors, strict=True)
-            }
-            new_ids = [pid for pid in wanted if pid not in existing]
-            stale = [pid for pid in existing if pid not in wanted]
-            if new_ids:
-                points = [
-                    models.PointStruct(
-                        id=pid,
-                        vector=wanted[pid][1].tolist(),
-                        payload=_payload(tenant, wanted[pid][0]),
-                    )
-                    for pid in new_ids
-                ]
-                for start in range(0, len(points), _SCROLL_PAGE):
-                    batch = points[start : start + _SCROLL_PAGE]
-                    self._call("upsert", partial(self.client.upsert, self.collection, batch, wait=True))
-            if stale:
+            old = self._document_records(tenant, doc_id, with_vectors=False)
+            old_slots = {int((r.payload or {}).get("slot", -1)): str((r.payload or {}).get("chunk_id")) for r in old}
+            head_payload = next((r.payload or {} for r in old if (r.payload or {}).get("slot") == 0), {})
+            old_count = int(head_payload.get("doc_chunks", len(old)))
+            old_ids = set(old_slots.values())
+            elsewhere = {chunk_id: slot for slot, chunk_id in old_slots.items()}
+            count = len(chunks)
+            rewrite = [i for i, chunk in enumerate(chunks) if old_slots.get(i) != chunk.chunk_id]
+            moved = {i: elsewhere[chunks[i].chunk_id] for i in rewrite if chunks[i].chunk_id in elsewhere}
+            kept_vectors: dict[int, Any] = {}
+            if moved:
+                ids = [slot_id(tenant, doc_id, slot) for slot in moved.values()]
+                by_id = {str(r.id): _vector(r) for r in self._retrieve(ids, with_payload=False, with_vectors=True)}
+                kept_vectors = {i: by_id.get(slot_id(tenant, doc_id, slot)) for i, slot in moved.items()}
+            manifest = {"doc_chunks": count, "doc_sha256": content_sha256}
+
+            def point(i: int) -> models.PointStruct:
+                chunk = chunks[i]
+                vector = kept_vectors.get(i)
+                payload = _payload(tenant, chunk) | {"slot": i} | (manifest if i == 0 else {})
+                return models.PointStruct(
+                    id=slot_id(tenant, doc_id, i),
+                    vector=vector if vector is not None else vectors[i].tolist(),
+                    payload=payload,
+                )
+
+            later = [point(i) for i in rewrite if i > 0]
+            for start in range(0, len(later), _SCROLL_PAGE):
+                batch = later[start : start + _SCROLL_PAGE]
+                self._call("upsert", partial(self.client.upsert, self.collection, batch, wait=True))
+            if count and 0 in rewrite:
+                self._call("upsert", partial(self.client.upsert, self.collection, [point(0)], wait=True))
+            elif count and {k: head_payload.get(k) for k in manifest} != manifest:
                 self._call(
-                    "delete",
-                    lambda: self.client.delete(
+                    "set_payload",
+                    partial(
+                        self.client.set_payload,
                         self.collection,
-                        points_selector=models.PointIdsList(points=list[Any](stale)),
+                        payload=manifest,
+                        points=[slot_id(tenant, doc_id, 0)],
                         wait=True,
                     ),
                 )
-        return UpsertReport(added=len(new_ids), unchanged=len(wanted) - len(new_ids), removed=len(stale))
+            past_end = sorted(set(range(count, old_count)) | {slot for slot in old_slots if slot >= count})
+            self._delete([slot_id(tenant, doc_id, slot) for slot in past_end])
+        new_ids = {chunk.chunk_id for chunk in chunks}
+        added = len(new_ids - old_ids)
+        return UpsertReport(added=added, unchanged=len(new_ids) - added, removed=len(old_ids - new_ids))
+
+    def _delete(self, ids: Sequence[str]) -> None:
+        from qdrant_client.http import models
+
+        for start in range(0, len(ids), _RETRIEVE_PAGE):
+            batch = list[Any](ids[start : start + _RETRIEVE_PAGE])
+            self._call(
+                "delete",
+                partial(
+                    self.client.delete,
+                    self.collection,
+                    points_selector=models.PointIdsList(points=batch),
+                    wait=True,
+                ),
+            )
 
     def search(
         self,
@@ -289,11 +441,16 @@ class QdrantVectorStore:
         doc_ids: Sequence[str] | None = None,
         score_threshold: float | None = None,
     ) -> list[Hit]:
+        """Best ``k`` chunks by cosine. Scoped to a tenant's documents, the documents'
+        chunks are fetched by id and scored here (cost: their size, not the collection's);
+        otherwise it is a Qdrant query (tenant-wide: a scan in local mode, HNSW on a server)."""
         if k < 1:
             raise InvalidInput("k must be at least 1")
         query = check_query_vector(vector, self.dim)
         if doc_ids is not None and not doc_ids:
             return []
+        if tenant is not None and doc_ids is not None:
+            return self._score_documents(query, k=k, tenant=tenant, doc_ids=doc_ids, score_threshold=score_threshold)
         response = self._call(
             "search",
             lambda: self.client.query_points(
@@ -307,21 +464,43 @@ class QdrantVectorStore:
         )
         return [_hit(point.payload or {}, float(point.score)) for point in response.points]
 
-    def document_chunks(self, tenant: str, doc_id: str) -> list[Hit]:
-        hits = [
-            _hit(record.payload or {}, 0.0)
-            for record in self._scroll(self._filter(tenant, [doc_id]), with_payload=True)
+    def _score_documents(
+        self,
+        query: np.ndarray,
+        *,
+        k: int,
+        tenant: str,
+        doc_ids: Sequence[str],
+        score_threshold: float | None,
+    ) -> list[Hit]:
+        records = [
+            record
+            for doc_id in dict.fromkeys(doc_ids)
+            for record in self._document_records(tenant, doc_id, with_vectors=True)
         ]
-        return sorted(hits, key=lambda hit: hit.position)
+        if not records:
+            return []
+        scores = cosine_scores(query, np.asarray([_vector(record) for record in records], dtype=np.float32))
+        hits: list[Hit] = []
+        for index in np.argsort(-scores, kind="stable")[:k]:
+            score = float(scores[index])
+            if score_threshold is not None and score < score_threshold:
+                break
+            hits.append(_hit(records[index].payload or {}, score))
+        return hits
+
+    def document_chunks(self, tenant: str, doc_id: str) -> list[Hit]:
+        records = self._document_records(tenant, doc_id, with_vectors=False)
+        return [_hit(record.payload or {}, 0.0) for record in records]
 
     def has_document(self, tenant: str, doc_id: str) -> bool:
-        result = self._call(
-            "count",
-            lambda: self.client.count(
-                self.collection, count_filter=self._filter(tenant, [doc_id]), exact=True
-            ),
-        )
-        return result.count > 0
+        return bool(self._retrieve([slot_id(tenant, doc_id, 0)], with_payload=False, with_vectors=False))
+
+    def document_hash(self, tenant: str, doc_id: str) -> str | None:
+        """The ``content_sha256`` the document was last stored with (None: unknown or absent)."""
+        head = self._retrieve([slot_id(tenant, doc_id, 0)], with_payload=["doc_sha256"], with_vectors=False)
+        value = (head[0].payload or {}).get("doc_sha256") if head else None
+        return str(value) if value else None
 
     def list_documents(self, tenant: str | None = None) -> list[str]:
         response = self._call(
@@ -335,6 +514,38 @@ class QdrantVectorStore:
             ),
         )
         return sorted(str(hit.value) for hit in response.hits)
+
+
+def cosine_scores(query: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Cosine of ``query`` with each row of ``matrix``, computed as Qdrant's cosine distance
+    does (both sides unit-normalized, then a float32 dot product)."""
+    query = np.asarray(query, dtype=np.float32)
+    matrix = np.asarray(matrix, dtype=np.float32)
+    query_norm = np.linalg.norm(query)
+    row_norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    unit_query = query / (query_norm if query_norm else 1.0)
+    unit_rows = matrix / np.where(row_norms == 0.0, 1.0, row_norms)
+    return np.asarray(unit_rows @ unit_query, dtype=np.float32)
+
+
+def _vector(record: Any) -> list[float]:
+    vector = record.vector
+    if isinstance(vector, dict):  # named vectors: the unnamed one is ""
+        vector = vector.get("")
+    if vector is None:
+        raise InternalError(f"qdrant point {record.id} came back without its vector")
+    return list(vector)
+
+
+def _chunk(doc_id: str, payload: dict[str, Any]) -> Chunk:
+    return Chunk(
+        doc_id=doc_id,
+        chunk_id=str(payload.get("chunk_id", "")),
+        section=str(payload.get("section", "")),
+        text=str(payload.get("text", "")),
+        position=int(payload.get("position", 0)),
+        content_hash=str(payload.get("content_hash", "")),
+    )
 
 
 def _payload(tenant: str, chunk: Chunk) -> dict[str, Any]:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InternalError, InvalidInput
-from pipeline.retrieval.ingest import ingest_paths, ingest_text, iter_document_paths, read_document
+from pipeline.retrieval.ingest import ingest_paths, ingest_text, iter_document_paths, read_document, text_sha256
+from pipeline.retrieval.vectorstore import QdrantVectorStore, open_qdrant
 from tests.fakes import HashingEmbedder, InMemoryVectorStore
 
 CONTRACT_MD = """# Supply Agreement
@@ -134,6 +135,25 @@ class TestIngestText:
     def test_dimension_mismatch_is_internal_error(self, embedder) -> None:  # type: ignore[no-untyped-def]
         with pytest.raises(InternalError):
             ingest_text("doc", "text", tenant="t", store=InMemoryVectorStore(dim=32), embedder=embedder)
+
+
+def test_ingest_records_the_content_hash_in_the_manifest(embedder) -> None:  # type: ignore[no-untyped-def]
+    client = open_qdrant()
+    try:
+        store = QdrantVectorStore(client, "manifest", embedder.dim)
+        store.ensure_collection()
+        text = "1. Fees\n    1. A. Pay now.\n2. Term\n    1. B. Two years."
+        first = ingest_text("doc", text, tenant="t", store=store, embedder=embedder)
+        assert first.added >= 2 and store.document_hash("t", "doc") == text_sha256(text)
+        again = ingest_text("doc", text, tenant="t", store=store, embedder=embedder)
+        assert again.added == 0 and store.document_hash("t", "doc") == text_sha256(text)
+        shorter = "1. Fees\n    1. A. Pay now."
+        shrunk = ingest_text("doc", shorter, tenant="t", store=store, embedder=embedder)
+        assert shrunk.removed >= 1 and store.document_hash("t", "doc") == text_sha256(shorter)
+        assert not any("Two years" in h.text for h in store.document_chunks("t", "doc"))
+        assert store.document_hash("other-tenant", "doc") is None
+    finally:
+        client.close()
 
 
 class TestIngestPaths:

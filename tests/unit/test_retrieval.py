@@ -6,7 +6,7 @@ import pytest
 from pipeline.errors import InvalidInput
 from pipeline.retrieval.chunking import Chunk, chunk_id_for, content_hash_of
 from pipeline.retrieval.context import coverage_selection, dedupe_hits, fit_budget, retrieve_context
-from pipeline.retrieval.vectorstore import Hit
+from pipeline.retrieval.vectorstore import Hit, QdrantVectorStore, VectorStore, open_qdrant
 from tests.fakes import HashingEmbedder, InMemoryVectorStore
 
 DIM = 128
@@ -29,7 +29,7 @@ def hit(text: str, *, doc: str = "d", position: int = 0, score: float = 0.5, sec
 
 
 def add_doc(
-    store: InMemoryVectorStore,
+    store: VectorStore,
     embedder: HashingEmbedder,
     doc_id: str,
     sections: list[tuple[str, list[str]]],
@@ -198,6 +198,57 @@ class TestRetrieveContext:
             store, query_vector=embedder.embed_one("rent"), intent="question", tenant="t", token_budget=1
         )
         assert hits == []
+
+
+class TestDocumentJobsOnQdrant:
+    """Jobs naming a document read it by id: no scroll, no filtered query, no count."""
+
+    @pytest.fixture
+    def qdrant(self, embedder: HashingEmbedder, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+        client = open_qdrant()
+        qdrant = QdrantVectorStore(client, "jobs", DIM)
+        qdrant.ensure_collection()
+        add_doc(qdrant, embedder, "lease", [("1. Rent", ["rent is due monthly", "late rent costs more"]),
+                                             ("2. Term", ["the term is two years"])])
+        add_doc(qdrant, embedder, "nda", [("1. Secrets", ["keep rent secrets confidential"])])
+        add_doc(qdrant, embedder, "lease", [("1. Rent", ["another tenant pays rent weekly"])], tenant="other")
+
+        def scan(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a document job scanned the collection")
+
+        for name in ("scroll", "query_points", "count", "facet"):
+            monkeypatch.setattr(client, name, scan)
+        yield qdrant
+        client.close()
+
+    def test_summary_reads_the_document_by_id(self, qdrant, embedder) -> None:  # type: ignore[no-untyped-def]
+        hits = retrieve_context(
+            qdrant, query_vector=None, intent="summarize", tenant="t", doc_id="lease", count_tokens=words
+        )
+        assert [h.text.split("\n")[1] for h in hits] == [
+            "rent is due monthly",
+            "late rent costs more",
+            "the term is two years",
+        ]
+
+    def test_scoped_question_scores_only_that_document(self, qdrant, embedder) -> None:  # type: ignore[no-untyped-def]
+        hits = retrieve_context(
+            qdrant,
+            query_vector=embedder.embed_one("when is rent due"),
+            intent="question",
+            tenant="t",
+            doc_id="lease",
+            k=2,
+            count_tokens=words,
+        )
+        assert hits and {(h.tenant, h.doc_id) for h in hits} == {("t", "lease")}
+        assert "rent is due monthly" in hits[0].text
+
+    def test_unknown_document_is_an_id_miss(self, qdrant, embedder) -> None:  # type: ignore[no-untyped-def]
+        with pytest.raises(InvalidInput, match="not found"):
+            retrieve_context(
+                qdrant, query_vector=None, intent="summarize", tenant="other", doc_id="nda", count_tokens=words
+            )
 
 
 class TestDedupe:
