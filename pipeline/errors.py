@@ -17,6 +17,9 @@ codes and httpx exceptions have one table for every client: pipeline/http_errors
         ├── OutputInvalid               completion does not parse into the intent's schema
         ├── GuardrailBlocked            a guard validator blocked the output or the request
         ├── InternalError               a bug: anything not translated above
+        ├── Cancelled                   its batch was cancelled before the job started (replayable)
+        ├── DeliveryLimitExceeded       delivered more times than the broker allows (RabbitMQ): a
+        │                               message under which workers keep dying, stopped before it runs
         └── MalformedMessage            a broker message no task can run: not JSON, not [args, kwargs, embed],
             │                           no task headers (workers/consumer.py dead-letters it, raw body kept)
             ├── UnknownTask             names a task no worker registers
@@ -108,6 +111,14 @@ class GuardrailBlocked(PermanentError):
 
 class InternalError(PermanentError):
     failure_class = "internal_error"
+
+
+class Cancelled(PermanentError):
+    failure_class = "cancelled"
+
+
+class DeliveryLimitExceeded(PermanentError):
+    failure_class = "delivery_limit"
 
 
 class MalformedMessage(PermanentError):

@@ -66,11 +66,13 @@ class Settings(BaseSettings):
     # --- where things run -------------------------------------------------------------
     broker_url: str | None = Field(
         default=None,
-        description="Celery broker. Unset = embedded mode (in-process worker, memory transport).",
+        description="Celery broker: redis:// or amqp:// (RabbitMQ, quorum queues). "
+        "Unset = embedded mode (in-process worker, memory transport).",
     )
     redis_url: str | None = Field(
         default=None,
-        description="Redis for job state, dead letters, cache, rate limits. Default: broker_url if redis.",
+        description="Redis for job state, dead letters, cache, rate limits. "
+        "Default: broker_url if redis; required with amqp.",
     )
     redis_retry_s: float = Field(
         default=20.0, ge=0, le=600,
@@ -134,7 +136,30 @@ class Settings(BaseSettings):
         description="Redis broker lease: a dead worker's messages are redelivered after this long "
         "(live workers renew theirs every quarter lease)",
     )
+    broker_delivery_limit: int = Field(
+        default=5, ge=1, le=100,
+        description="deliveries of one message (a worker killed under it counts) before it is "
+        "dead-lettered as delivery_limit (RabbitMQ: also the quorum queues' x-delivery-limit)",
+    )
+    reconcile_interval_s: int = Field(
+        default=300, ge=0,
+        description="workers run conveyor reconcile this often (one at a time, by a Redis lock); 0 = never",
+    )
+    reconcile_after_s: int = Field(
+        default=1800, ge=60,
+        description="a non-terminal job whose status has not moved this long counts as stalled",
+    )
     worker_concurrency: int = Field(default=4, ge=1, description="embedded worker threads")
+
+    # --- batches ------------------------------------------------------------------------
+    batch_max_document_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1024,
+        description="a batch item's document over this size is refused (its own invalid_input dead letter)",
+    )
+    document_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=60,
+        description="how long a submitted document's bytes wait in the state store for the ingest stage",
+    )
 
     # --- guardrails ---------------------------------------------------------------------
     guard_policy: GuardPolicy = Field(default_factory=GuardPolicy, description="JSON, see GuardPolicy")
@@ -153,6 +178,12 @@ class Settings(BaseSettings):
             raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
         if self.chunk_overlap_tokens >= self.chunk_max_tokens:
             raise ValueError("chunk_overlap_tokens must be below chunk_max_tokens")
+        if self.broker_url and not self.broker_url.startswith(("redis", "memory")) and not self.redis_url:
+            # an AMQP broker keeps messages, not job state: each worker would write its own SQLite file
+            raise ValueError("with a RabbitMQ broker, set CONVEYOR_REDIS_URL too: job state, dead letters and "
+                             "rate limits live in Redis, shared by every worker")
+        if self.reconcile_after_s <= self.task_time_limit_s:
+            raise ValueError("reconcile_after_s must be above task_time_limit_s (a running stage is not stalled)")
         return self
 
     @field_validator("broker_url", "redis_url")

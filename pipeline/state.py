@@ -23,6 +23,7 @@ summaries are what ``dlq list`` pages through; listing or replaying never reads 
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import threading
@@ -37,6 +38,7 @@ from typing import Any
 
 from pipeline.errors import ProviderUnavailable
 from schemas import DeadLetter, JobRecord, JobStatus
+from schemas.batch import BatchInfo, BatchItem
 from schemas.deadletter import DeadLetterSummary
 from schemas.pipeline import RECORD
 
@@ -47,6 +49,19 @@ _IDEM = "idem"
 _BATCH = "batch"
 _USAGE = "usage"
 _CHECKPOINT = "checkpoint"
+_BLOB = "blob"
+_BLOB_REFS = "blobrefs"
+_BATCH_INFO = "batchinfo"
+_BATCH_ITEMS = "batchitems"
+#: a batch's usage counters, added up atomically with each of its records
+BATCH_USAGE_FIELDS = ("llm_calls", "prompt_tokens", "completion_tokens", "cost_micro_usd")
+
+
+def batch_usage(record: JobRecord) -> dict[str, int]:
+    """What the record adds to its batch's bill (fields that are zero are left out)."""
+    usage = {"llm_calls": record.llm_calls, "prompt_tokens": record.usage.prompt_tokens,
+             "completion_tokens": record.usage.completion_tokens, "cost_micro_usd": round(record.cost_usd * 1_000_000)}
+    return {k: v for k, v in usage.items() if v}
 #: a checkpoint outlives any sane stage run; Redis forgets it after this long.
 CHECKPOINT_TTL_S = 7 * 24 * 3600
 
@@ -136,6 +151,21 @@ class StateStore(ABC):
     @abstractmethod
     def _counters(self, ns: str, key: str) -> dict[str, int]: ...
 
+    def count_delivery(self, message_key: str) -> int:
+        """How many times a broker message has now been received (the Redis broker keeps no count)."""
+        return self._incr("deliveries", message_key, "n", 1)
+
+    def claim_turn(self, name: str, ttl_s: int) -> bool:
+        """True for one caller per ``ttl_s`` (a periodic chore that one worker of many should do).
+        A single-process store has one caller, so it is always its turn."""
+        return True
+
+    @abstractmethod
+    def _hset(self, ns: str, key: str, mapping: dict[str, str]) -> None: ...
+
+    @abstractmethod
+    def _hgetall(self, ns: str, key: str) -> dict[str, str]: ...
+
     @abstractmethod
     def ping(self) -> None:
         """Raise ProviderUnavailable if the store cannot be reached."""
@@ -188,6 +218,15 @@ class StateStore(ABC):
     def get_status(self, job_id: str) -> JobStatus | None:
         raw = self._get(_STATUS, job_id)
         return JobStatus.model_validate_json(raw) if raw else None
+
+    def get_statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        """The statuses that exist among ``job_ids`` (a batch's status reads thousands at once)."""
+        found = {}
+        for job_id in job_ids:
+            status = self.get_status(job_id)
+            if status is not None:
+                found[job_id] = status
+        return found
 
     def has_record(self, job_id: str) -> bool:
         """Cheap (no record is read): lets a worker skip a stage of a job that already finished.
@@ -252,6 +291,41 @@ class StateStore(ABC):
     def batch_counts(self, batch_id: str) -> dict[str, int]:
         return self._counters(_BATCH, batch_id)
 
+    # --- batches ----------------------------------------------------------------------------
+    def put_batch(self, info: BatchInfo) -> None:
+        self._put(_BATCH_INFO, info.batch_id, info.model_dump_json(), ttl_s=0)
+
+    def get_batch(self, batch_id: str) -> BatchInfo | None:
+        raw = self._get(_BATCH_INFO, batch_id)
+        return BatchInfo.model_validate_json(raw) if raw else None
+
+    def list_batches(self) -> list[BatchInfo]:
+        return sorted((BatchInfo.model_validate_json(v) for v in self._values(_BATCH_INFO)),
+                      key=lambda b: b.created_at, reverse=True)
+
+    def add_batch_items(self, batch_id: str, items: list[BatchItem]) -> None:
+        """Register items under their ``custom_id`` (a resubmitted item's newer version replaces it)."""
+        for start in range(0, len(items), 500):
+            self._hset(_BATCH_ITEMS, batch_id, {i.custom_id: i.model_dump_json() for i in items[start:start + 500]})
+
+    def batch_items(self, batch_id: str) -> dict[str, BatchItem]:
+        return {cid: BatchItem.model_validate_json(raw) for cid, raw in self._hgetall(_BATCH_ITEMS, batch_id).items()}
+
+    # --- documents by reference ---------------------------------------------------------------
+    def put_blob(self, sha256: str, data: bytes, ttl_s: int) -> None:
+        """Keep a document's bytes for the ingest stage, one reference more per item that needs them."""
+        self._put(_BLOB, sha256, base64.b64encode(data).decode("ascii"), ttl_s=ttl_s)
+        self._incr(_BLOB_REFS, sha256, "n", 1)
+
+    def get_blob(self, sha256: str) -> bytes | None:
+        raw = self._get(_BLOB, sha256)
+        return base64.b64decode(raw) if raw is not None else None
+
+    def release_blob(self, sha256: str) -> None:
+        """One item is done with the bytes; the last one deletes them."""
+        if self._incr(_BLOB_REFS, sha256, "n", -1) <= 0:
+            self._delete(_BLOB, sha256)
+
 
 # KEYS[1] status; ARGV[1] status JSON
 _SET_PROGRESS = """
@@ -274,6 +348,7 @@ redis.call('SET', KEYS[2], ARGV[2])
 if KEYS[3] then
   redis.call('HINCRBY', KEYS[3], 'succeeded', 1)
   if was_failed then redis.call('HINCRBY', KEYS[3], 'failed', -1) end
+  for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
 end
 return 1
 """
@@ -355,6 +430,33 @@ class RedisStateStore(StateStore):
     def _exists(self, ns: str, key: str) -> bool:
         return bool(self._call(self._r.exists, self._k(ns, key)))
 
+    def count_delivery(self, message_key: str, ttl_s: int = 7 * 24 * 3600) -> int:
+        pipe = self._r.pipeline()
+        key = self._k("deliveries", message_key)
+        pipe.incr(key)
+        pipe.expire(key, ttl_s)
+        count, _ = self._call(pipe.execute)
+        return int(count)
+
+    def get_statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        found = {}
+        for start in range(0, len(job_ids), 1000):
+            part = job_ids[start:start + 1000]
+            values = self._call(self._r.mget, [self._k(_STATUS, j) for j in part])
+            found.update({j: JobStatus.model_validate_json(v) for j, v in zip(part, values, strict=True) if v})
+        return found
+
+    def _hset(self, ns: str, key: str, mapping: dict[str, str]) -> None:
+        if mapping:
+            self._call(self._r.hset, self._k(ns, key), mapping=mapping)
+
+    def _hgetall(self, ns: str, key: str) -> dict[str, str]:
+        found: dict[str, str] = self._call(self._r.hgetall, self._k(ns, key))
+        return found
+
+    def claim_turn(self, name: str, ttl_s: int) -> bool:
+        return bool(self._call(self._r.set, self._k("turn", name), "1", nx=True, ex=max(1, ttl_s)))
+
     def _put_if_absent(self, ns: str, key: str, value: str) -> str | None:
         if self._call(self._r.set, self._k(ns, key), value, nx=True):
             return None
@@ -365,7 +467,7 @@ class RedisStateStore(StateStore):
         self._call(self._r.delete, self._k(ns, key))
 
     def _put(self, ns: str, key: str, value: str, ttl_s: int) -> None:
-        self._call(self._r.set, self._k(ns, key), value, ex=ttl_s)
+        self._call(self._r.set, self._k(ns, key), value, ex=ttl_s or None)  # 0: no expiry
 
     def _values(self, ns: str) -> Iterator[str]:
         keys = list(self._call(self._r.scan_iter, match=self._k(ns, "*"), count=1000))
@@ -396,7 +498,9 @@ class RedisStateStore(StateStore):
         keys = [self._k(_RECORD, record.job_id), self._k(_STATUS, record.job_id)]
         if record.request.batch_id:
             keys.append(self._k(_BATCH, record.request.batch_id))
-        args = [record.model_dump_json(), _succeeded_status(record).model_dump_json()]
+        args: list[Any] = [record.model_dump_json(), _succeeded_status(record).model_dump_json()]
+        for field, amount in batch_usage(record).items():
+            args += [field, amount]
         return bool(self._call(self._complete_script, keys=keys, args=args))
 
     def fail(self, letter: DeadLetter) -> bool:
@@ -498,6 +602,10 @@ class SqliteStateStore(StateStore):
             " body TEXT NOT NULL)"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS dead_letters_ts ON dead_letters (ts, id)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS fields (ns TEXT, key TEXT, field TEXT, value TEXT,"
+            " PRIMARY KEY (ns, key, field))"
+        )
         for column in ("state", "batch_id", "failure_class", "stage"):
             self._db.execute(f"CREATE INDEX IF NOT EXISTS dead_letters_{column} ON dead_letters ({column}, ts, id)")
 
@@ -562,6 +670,16 @@ class SqliteStateStore(StateStore):
         with self._lock:
             return self._add(self._db, ns, key, field, amount)
 
+    def _hset(self, ns: str, key: str, mapping: dict[str, str]) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT INTO fields VALUES (?, ?, ?, ?) ON CONFLICT (ns, key, field) DO UPDATE SET"
+                           " value = excluded.value", [(ns, key, f, v) for f, v in mapping.items()])
+
+    def _hgetall(self, ns: str, key: str) -> dict[str, str]:
+        with self._lock:
+            rows = self._db.execute("SELECT field, value FROM fields WHERE ns = ? AND key = ?", (ns, key)).fetchall()
+        return {str(f): str(v) for f, v in rows}
+
     def _counters(self, ns: str, key: str) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT field, n FROM counters WHERE ns = ? AND key = ?", (ns, key)).fetchall()
@@ -612,6 +730,8 @@ class SqliteStateStore(StateStore):
                 self._add(db, _BATCH, batch_id, "succeeded", 1)
                 if was_failed:
                     self._add(db, _BATCH, batch_id, "failed", -1)
+                for field, amount in batch_usage(record).items():
+                    self._add(db, _BATCH, batch_id, field, amount)
         return True
 
     def fail(self, letter: DeadLetter) -> bool:

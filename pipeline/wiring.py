@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from pipeline.guard.policy import TenantPolicies
 from pipeline.settings import Settings
 from schemas import StageSpec
-from schemas.pipeline import GENERATE, GUARD, INTENT, RECORD, RETRIEVE, stages_for_queues
+from schemas.pipeline import GENERATE, GUARD, INGEST, INTENT, RECORD, RETRIEVE, stages_for_queues
 
 if TYPE_CHECKING:
     from pipeline.generation.stage import Generator
@@ -72,6 +72,7 @@ class Components:
         self._lock = threading.RLock()
         self._built: dict[str, Any] = {}
         self._stage_builders: dict[StageSpec, Callable[[], Stage]] = {
+            INGEST: self._ingest_stage,
             INTENT: self._intent_stage,
             RETRIEVE: self._retrieve_stage,
             GENERATE: self._generate_stage,
@@ -114,6 +115,13 @@ class Components:
         from pipeline.generation.llm.tokens import count_tokens
 
         return functools.partial(count_tokens, model=self.settings.llm_model)
+
+    def _ingest_stage(self) -> Stage:
+        from pipeline.retrieval.ingest_stage import IngestStage
+
+        s = self.settings
+        return IngestStage(self.state, self.vector_store, self.embedder, max_tokens=s.chunk_max_tokens,
+                           overlap=s.chunk_overlap_tokens)
 
     def _intent_stage(self) -> Stage:
         from pipeline.intent.stage import IntentStage

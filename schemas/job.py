@@ -73,3 +73,30 @@ class JobRequest(BaseModel):
             "document_id": self.document_id,
             "batch_id": self.batch_id,
         }
+
+
+class DocumentRef(BaseModel):
+    """A document by reference: its bytes wait in the state store under their sha256 (content-addressed),
+    so a broker message stays small whatever the document's size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    name: str = Field(min_length=1, max_length=1024, description="path relative to the batch root; its suffix "
+                      "says how to read it")
+    size: int = Field(ge=0)
+
+
+class IngestRequest(BaseModel):
+    """The ingest stage's input: the job, and the document its ``document_id`` will name once stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: JobRequest
+    document: DocumentRef
+
+    @model_validator(mode="after")
+    def _names_its_document(self) -> IngestRequest:
+        if not self.request.document_id:
+            raise ValueError("an ingest request's job needs the document_id the document is stored under")
+        return self

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from schemas.job import JobRequest
+from schemas.job import IngestRequest, JobRequest
 from schemas.stages import GenerationResult, GuardResult, IntentResult, JobRecord, RetrievalResult
 
 
@@ -27,6 +27,9 @@ class StageSpec:
     drops: tuple[str, ...] = ()
 
 
+#: a batch item's document, stored by reference, is read, chunked, embedded and stored here; the
+#: chain of a job whose document is already ingested starts at ``intent``.
+INGEST = StageSpec("ingest", "conveyor.ingest", "ingest", IngestRequest, JobRequest, drops=("document",))
 INTENT = StageSpec("intent", "conveyor.intent", "intent", JobRequest, IntentResult)
 RETRIEVE = StageSpec("retrieve", "conveyor.retrieve", "retrieve", IntentResult, RetrievalResult)
 GENERATE = StageSpec("generate", "conveyor.generate", "llm", RetrievalResult, GenerationResult,
@@ -35,7 +38,7 @@ GUARD = StageSpec("guard", "conveyor.guard", "guard", GenerationResult, GuardRes
 RECORD = StageSpec("record", "conveyor.record", "record", GuardResult, JobRecord)
 
 #: the chain, in order.
-PIPELINE: tuple[StageSpec, ...] = (INTENT, RETRIEVE, GENERATE, GUARD, RECORD)
+PIPELINE: tuple[StageSpec, ...] = (INGEST, INTENT, RETRIEVE, GENERATE, GUARD, RECORD)
 STAGES: tuple[str, ...] = tuple(spec.name for spec in PIPELINE)
 QUEUES: tuple[str, ...] = tuple(spec.queue for spec in PIPELINE)
 

@@ -3,6 +3,9 @@
 Each scenario starts its own ``redis-server`` on a free port (never the shared one), the fake
 OpenAI-compatible server in this process, and real ``conveyor worker`` processes; submits a
 batch; injects its fault with real signals; waits until every job has settled; and reports:
+On ``--broker rabbitmq`` the broker is a private vhost of the RabbitMQ on 127.0.0.1:5672
+(made with ``rabbitmqctl`` and deleted after), with quorum queues; the private Redis holds
+job state and dead letters.
 
     jobs, records, dead letters by class,
     lost           jobs with neither a record nor a dead letter once settled (goal: 0)
@@ -10,9 +13,9 @@ batch; injects its fault with real signals; waits until every job has settled; a
     double-billed  upstream LLM calls beyond one per job (from the fake server's per-job counts)
     recover_s      seconds from the fault until the last job settled
 
-    python scripts/chaos.py                          # every scenario at full size, writes chaos.json
+    python scripts/chaos.py                          # every scenario, both brokers, full size: chaos.json
     python scripts/chaos.py --quick                  # small sizes (what the integration tests run)
-    python scripts/chaos.py --scenario kill-worker --jobs 100
+    python scripts/chaos.py --broker rabbitmq --scenario kill-worker --jobs 100
 
 The integration tests (``tests/integration/test_chaos.py``) run the same scenarios small.
 """
@@ -21,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -96,6 +101,77 @@ class RedisServer:
         self.proc = None
 
 
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672"
+
+
+class RabbitVhost:
+    """A private vhost on the local RabbitMQ: its own queues, dropped with everything in them after."""
+
+    def __init__(self) -> None:
+        self.name = f"conveyor-chaos-{os.urandom(4).hex()}"
+
+    def url(self) -> str:
+        return f"{RABBITMQ_URL}/{self.name}"
+
+    def ctl(self, *args: str) -> str:
+        done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
+        return done.stdout
+
+    def start(self) -> RabbitVhost:
+        self.ctl("add_vhost", self.name)
+        self.ctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        return self
+
+    def drop_connections(self) -> None:
+        """The broker closes every client connection of the vhost (what a RabbitMQ restart looks like
+        from the workers; the quorum queues keep their messages)."""
+        self.ctl("close_all_connections", "-p", self.name, "chaos: connections dropped")
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self.ctl("delete_vhost", self.name)
+
+
+def rabbitmq_available() -> bool:
+    """rabbitmqctl works and the broker answers on 5672."""
+    if not shutil.which("rabbitmqctl"):
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
+            pass
+        return subprocess.run(["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def queue_length(broker_url: str, queue: str) -> int:
+    """Messages ready on ``queue`` (not those a worker holds), on either broker."""
+    if broker_url.startswith("redis"):  # kombu's virtual transport only knows queues it declared itself
+        import redis
+
+        return int(redis.Redis.from_url(broker_url).llen(queue))
+    from kombu import Connection
+
+    with Connection(broker_url) as conn:
+        return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+
+
+def purge(broker_url: str, queue: str) -> int:
+    if broker_url.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(broker_url)
+        length = int(client.llen(queue))
+        client.delete(queue)
+        return length
+    from kombu import Connection
+
+    with Connection(broker_url) as conn:
+        return int(conn.default_channel.queue_purge(queue) or 0)
+
+
 @dataclass
 class WorkerSpec:
     name: str
@@ -137,16 +213,31 @@ class Cluster:
     """Workers and a client against one broker; the fake LLM server answers every generate call."""
 
     broker_url: str
+    redis_url: str
     data_dir: Path
     llm: FakeOpenAIServer
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: dict[str, Worker] = field(default_factory=dict)
+    vhost: RabbitVhost | None = None
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CONVEYOR_")}
-        env.update(CONVEYOR_BROKER_URL=self.broker_url, CONVEYOR_DATA_DIR=str(self.data_dir),
-                   CONVEYOR_LLM_BASE_URL=self.llm.url, PYTHONUNBUFFERED="1", **self.extra_env)
+        env.update(CONVEYOR_BROKER_URL=self.broker_url, CONVEYOR_REDIS_URL=self.redis_url,
+                   CONVEYOR_DATA_DIR=str(self.data_dir), CONVEYOR_LLM_BASE_URL=self.llm.url, PYTHONUNBUFFERED="1",
+                   **self.extra_env)
         return env
+
+    @property
+    def broker_name(self) -> str:
+        return "rabbitmq" if self.vhost else "redis"
+
+    def client(self) -> Any:
+        from pipeline.settings import load_settings
+        from workers.app import create_app
+        from workers.client import ConveyorClient
+
+        return ConveyorClient(create_app(load_settings(broker_url=self.broker_url, redis_url=self.redis_url,
+                                                       data_dir=self.data_dir)))
 
     def ingest(self, paths: list[Path]) -> None:
         subprocess.run([sys.executable, "-m", "workers.cli", "ingest", *map(str, paths), "--tenant", TENANT],
@@ -215,14 +306,6 @@ class Cluster:
         return runs
 
 
-def client_for(broker_url: str, data_dir: Path) -> Any:
-    from pipeline.settings import load_settings
-    from workers.app import create_app
-    from workers.client import ConveyorClient
-
-    return ConveyorClient(create_app(load_settings(broker_url=broker_url, data_dir=data_dir)))
-
-
 def submit_batch(client: Any, docs: list[str], jobs: int, batch_id: str) -> list[str]:
     """``jobs`` question jobs over ``docs``; the ``[ref:N]`` lets the fake server count calls per job."""
     from schemas import JobRequest
@@ -264,6 +347,7 @@ def report(name: str, cluster: Cluster, job_ids: list[str], outcome: dict[str, s
     letters = Counter(v.split(":", 1)[1] for v in outcome.values() if v.startswith("dlq:"))
     return {
         "scenario": name,
+        "broker": cluster.broker_name,
         "jobs": len(job_ids),
         "records": sum(v == "record" for v in outcome.values()),
         "dead_letters": dict(letters),
@@ -286,15 +370,23 @@ def _where(state: Any, job_id: str) -> str:
     return f"{job_id}: {status.state}@{status.stage} attempt {status.attempts}" if status else f"{job_id}: no status"
 
 
+BROKERS = ("redis", "rabbitmq")
+
+
 @contextlib.contextmanager
-def environment(*, appendonly: bool = True, llm_latency_s: float = 0.2, workers: tuple[WorkerSpec, ...] =
-                DEFAULT_WORKERS, extra_env: dict[str, str] | None = None) -> Iterator[tuple[RedisServer, Cluster]]:
-    """A private Redis, the fake LLM, the sample contracts ingested, the workers up."""
+def environment(*, broker: str = "redis", appendonly: bool = True, llm_latency_s: float = 0.2,
+                workers: tuple[WorkerSpec, ...] = DEFAULT_WORKERS, extra_env: dict[str, str] | None = None,
+                on_chat: Callable[[str | None], None] | None = None) -> Iterator[tuple[RedisServer, Cluster]]:
+    """A private Redis (the broker too, or beside a private RabbitMQ vhost), the fake LLM, the sample
+    contracts ingested, the workers up."""
     from workers.cli import sample_contracts
 
-    with tempfile.TemporaryDirectory(prefix="conveyor-chaos-") as tmp, FakeOpenAIServer(latency_s=llm_latency_s) as llm:
+    with (tempfile.TemporaryDirectory(prefix="conveyor-chaos-") as tmp,
+          FakeOpenAIServer(latency_s=llm_latency_s, on_chat=on_chat) as llm):
         server = RedisServer(Path(tmp) / "redis", appendonly=appendonly).start()
-        cluster = Cluster(server.url(0), Path(tmp) / "data", llm, extra_env=dict(extra_env or {}))
+        vhost = RabbitVhost().start() if broker == "rabbitmq" else None
+        cluster = Cluster(vhost.url() if vhost else server.url(0), server.url(0), Path(tmp) / "data", llm,
+                          extra_env=dict(extra_env or {}), vhost=vhost)
         cluster.data_dir.mkdir()
         try:
             cluster.ingest(sample_contracts())
@@ -305,6 +397,8 @@ def environment(*, appendonly: bool = True, llm_latency_s: float = 0.2, workers:
         finally:
             cluster.stop_all()
             server.stop()
+            if vhost is not None:
+                vhost.stop()
 
 
 def docs() -> list[str]:
@@ -314,10 +408,10 @@ def docs() -> list[str]:
 
 
 # --- scenarios ---------------------------------------------------------------------------------
-def kill_llm_children(jobs: int = 500, kills: int = 10, timeout: float = 900) -> dict[str, Any]:
+def kill_llm_children(broker: str = "redis", jobs: int = 500, kills: int = 10, timeout: float = 900) -> dict[str, Any]:
     """SIGKILL a random prefork child of the llm worker ``kills`` times while the batch runs."""
-    with environment() as (_server, cluster):
-        client = client_for(cluster.broker_url, cluster.data_dir)
+    with environment(broker=broker) as (_server, cluster):
+        client = cluster.client()
         job_ids = submit_batch(client, docs(), jobs, "kill-children")
         fault_at, killed = None, 0
         rng = random.Random(7)
@@ -333,10 +427,10 @@ def kill_llm_children(jobs: int = 500, kills: int = 10, timeout: float = 900) ->
                       client_state=client.state)
 
 
-def kill_whole_worker(jobs: int = 200, timeout: float = 600) -> dict[str, Any]:
+def kill_whole_worker(broker: str = "redis", jobs: int = 200, timeout: float = 600) -> dict[str, Any]:
     """SIGKILL the whole llm worker (main process and children) mid-batch, start a new one at once."""
-    with environment(llm_latency_s=0.5) as (_server, cluster):
-        client = client_for(cluster.broker_url, cluster.data_dir)
+    with environment(broker=broker, llm_latency_s=0.5) as (_server, cluster):
+        client = cluster.client()
         job_ids = submit_batch(client, docs(), jobs, "kill-worker")
         _wait_for_records(client, job_ids, at_least=max(1, jobs // 10), timeout=timeout)
         cluster.kill("llm")
@@ -347,13 +441,13 @@ def kill_whole_worker(jobs: int = 200, timeout: float = 600) -> dict[str, Any]:
                       kills=1, client_state=client.state)
 
 
-def long_calls_outlive_the_lease(jobs: int = 8, lease_s: int = 20, latency_s: float = 30.0,
+def long_calls_outlive_the_lease(broker: str = "redis", jobs: int = 8, lease_s: int = 20, latency_s: float = 30.0,
                                  timeout: float = 300) -> dict[str, Any]:
     """LLM calls longer than the broker lease, with a second llm worker idle: nothing runs twice."""
     workers = (*DEFAULT_WORKERS, WorkerSpec("llm-2", "llm", "threads", 4))
-    with environment(llm_latency_s=latency_s, workers=workers,
+    with environment(broker=broker, llm_latency_s=latency_s, workers=workers,
                      extra_env={"CONVEYOR_VISIBILITY_TIMEOUT_S": str(lease_s)}) as (_server, cluster):
-        client = client_for(cluster.broker_url, cluster.data_dir)
+        client = cluster.client()
         job_ids = submit_batch(client, docs(), jobs, "long-calls")
         started = time.monotonic()
         outcome, settled_at = settle(client, job_ids, timeout)
@@ -361,7 +455,7 @@ def long_calls_outlive_the_lease(jobs: int = 8, lease_s: int = 20, latency_s: fl
                       started, settled_at, client_state=client.state)
 
 
-def redis_restart(jobs: int = 300, down_s: float = 5.0, timeout: float = 600,
+def redis_restart(broker: str = "redis", jobs: int = 300, down_s: float = 5.0, timeout: float = 600,
                   reconcile_after_s: float = 120) -> dict[str, Any]:
     """Stop Redis (append-only file on) mid-batch for ``down_s`` seconds, then start it again.
 
@@ -370,8 +464,8 @@ def redis_restart(jobs: int = 300, down_s: float = 5.0, timeout: float = 600,
     ``reconcile_after_s`` after the restart are handed to ``conveyor reconcile``, as an operator
     (or a cron entry) would; the report says how many needed it.
     """
-    with environment(appendonly=True) as (server, cluster):
-        client = client_for(cluster.broker_url, cluster.data_dir)
+    with environment(broker=broker, appendonly=True) as (server, cluster):
+        client = cluster.client()
         job_ids = submit_batch(client, docs(), jobs, "redis-restart")
         _wait_for_records(client, job_ids, at_least=max(1, jobs // 5), timeout=timeout)
         server.stop()
@@ -386,22 +480,23 @@ def redis_restart(jobs: int = 300, down_s: float = 5.0, timeout: float = 600,
                                   check=True)
             requeued = len(json.loads(done.stdout)["requeued"])
             outcome, settled_at = settle(client, job_ids, timeout)
-        return report(f"Redis restart, AOF on, {down_s:g}s down", cluster, job_ids, outcome, fault_at, settled_at,
+        what = "Redis restart" if broker == "redis" else "state-store Redis restart"
+        return report(f"{what}, AOF on, {down_s:g}s down", cluster, job_ids, outcome, fault_at, settled_at,
                       client_state=client.state, requeued_by_reconcile=requeued)
 
 
-def redis_without_persistence() -> dict[str, Any]:
+def redis_without_persistence(broker: str = "redis") -> dict[str, Any]:
     """A Redis that keeps nothing on disk: every worker must say so loudly at start."""
-    with environment(appendonly=False) as (_server, cluster):
+    with environment(broker=broker, appendonly=False) as (_server, cluster):
         warned = {name: "NO PERSISTENCE" in w.log_path.read_text() for name, w in cluster.workers.items()}
-        return {"scenario": "Redis without persistence", "workers_warned": warned,
+        return {"scenario": "Redis without persistence", "broker": broker, "workers_warned": warned,
                 "detected": all(warned.values())}
 
 
-def record_delivered_twice(jobs: int = 20, timeout: float = 300) -> dict[str, Any]:
+def record_delivered_twice(broker: str = "redis", jobs: int = 20, timeout: float = 300) -> dict[str, Any]:
     """Deliver every finished job's record stage, and its generate stage, a second time."""
-    with environment() as (_server, cluster):
-        client = client_for(cluster.broker_url, cluster.data_dir)
+    with environment(broker=broker) as (_server, cluster):
+        client = cluster.client()
         job_ids = submit_batch(client, docs(), jobs, "twice")
         outcome, _ = settle(client, job_ids, timeout)
         calls_before = len(cluster.llm.requests_log)
@@ -427,19 +522,16 @@ def record_delivered_twice(jobs: int = 20, timeout: float = 300) -> dict[str, An
         return result
 
 
-def lost_messages_reconciled(jobs: int = 20, timeout: float = 300) -> dict[str, Any]:
+def lost_messages_reconciled(broker: str = "redis", jobs: int = 20, timeout: float = 300) -> dict[str, Any]:
     """The broker forgets the llm queue (a Redis that lost its data, a purge by mistake): the jobs
     stall at generate; ``conveyor reconcile`` re-enqueues them from their checkpoints."""
-    with environment(workers=(DEFAULT_WORKERS[0], DEFAULT_WORKERS[2])) as (server, cluster):
-        client = client_for(cluster.broker_url, cluster.data_dir)
+    with environment(broker=broker, workers=(DEFAULT_WORKERS[0], DEFAULT_WORKERS[2])) as (server, cluster):
+        client = cluster.client()
         job_ids = submit_batch(client, docs(), jobs, "lost")
-        import redis
-
-        broker = redis.Redis.from_url(cluster.broker_url)
         deadline = time.monotonic() + timeout
-        while broker.llen("llm") < jobs and time.monotonic() < deadline:
+        while queue_length(cluster.broker_url, "llm") < jobs and time.monotonic() < deadline:
             time.sleep(0.2)
-        forgotten = broker.delete("llm")
+        forgotten = purge(cluster.broker_url, "llm")
         fault_at = time.monotonic()
         time.sleep(2)
         done = subprocess.run([sys.executable, "-m", "workers.cli", "reconcile", "--older-than", "1s", "--json"],
@@ -448,8 +540,133 @@ def lost_messages_reconciled(jobs: int = 20, timeout: float = 300) -> dict[str, 
         cluster.start(DEFAULT_WORKERS[1])
         outcome, settled_at = settle(client, job_ids, timeout)
         return report("broker forgot the llm queue, then reconcile", cluster, job_ids, outcome, fault_at,
-                      settled_at, client_state=client.state, queue_deleted=bool(forgotten),
+                      settled_at, client_state=client.state, messages_purged=forgotten,
                       requeued_by_reconcile=len(reconciled["requeued"]))
+
+
+def poison_messages(broker: str = "redis", good_jobs: int = 10, timeout: float = 120) -> dict[str, Any]:
+    """Every kind of message no task can run, published with plain kombu, then good jobs: one dead
+    letter per bad message with its own class, no worker exits, the good jobs finish."""
+    from scripts.poison_messages import POISON, publish
+
+    with environment(broker=broker) as (_server, cluster):
+        client = cluster.client()
+        pids = {name: w.proc.pid for name, w in cluster.workers.items()}
+        fault_at = time.monotonic()
+        for poison in POISON.values():
+            publish(cluster.broker_url, poison)
+        deadline = time.monotonic() + timeout
+        while len(letters := client.state.list_dead_letters(limit=100)) < len(POISON) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        by_sha = {letter.stage_input.get("_message", {}).get("body_sha256"): letter for letter in letters}
+        wrong = {name: by_sha[sha].failure_class if sha in by_sha else None for name, p in POISON.items()
+                 if by_sha.get(sha := hashlib.sha256(p.body).hexdigest()) is None
+                 or by_sha[sha].failure_class != p.failure_class}
+        job_ids = submit_batch(client, docs(), good_jobs, "after-poison")
+        outcome, settled_at = settle(client, job_ids, timeout)
+        result = report("poison messages (11 kinds) then good jobs", cluster, job_ids, outcome, fault_at, settled_at,
+                        client_state=client.state)
+        result["jobs"] += len(POISON)
+        result["lost"] += len(POISON) - len(by_sha)  # a bad message with no letter of its own
+        for letter in by_sha.values():
+            result["dead_letters"][letter.failure_class] = result["dead_letters"].get(letter.failure_class, 0) + 1
+        result["wrong_class"] = wrong
+        result["same_worker_pids"] = all(cluster.workers[n].proc.pid == pid and cluster.workers[n].alive()
+                                         for n, pid in pids.items())
+        return result
+
+
+def job_of_death(broker: str = "redis", good_jobs: int = 6, timeout: float = 300) -> dict[str, Any]:
+    """A job under which the llm worker's pool child dies every time (an OOM on one input): it must
+    stop after ``CONVEYOR_BROKER_DELIVERY_LIMIT`` deliveries as a ``delivery_limit`` dead letter,
+    not loop for ever; the jobs after it finish."""
+    cluster_ref: list[Cluster] = []
+    kills = Counter[str]()
+
+    def kill_the_caller(tag: str | None) -> None:
+        if tag and tag.startswith("death") and cluster_ref:
+            kills[tag] += 1
+            for pid in cluster_ref[0].workers["llm"].children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    with environment(broker=broker, on_chat=kill_the_caller) as (_server, cluster):
+        cluster_ref.append(cluster)
+        client = cluster.client()
+        death = submit_batch(client, docs(), 1, "death")
+        fault_at = time.monotonic()
+        outcome, _ = settle(client, death, timeout)
+        job_ids = death + submit_batch(client, docs(), good_jobs, "after-death")
+        outcome, settled_at = settle(client, job_ids, timeout)
+        return report("a job that kills its worker every time", cluster, job_ids, outcome, fault_at, settled_at,
+                      client_state=client.state, kills=sum(kills.values()))
+
+
+def replay_while_broker_down(broker: str = "redis", jobs: int = 4, timeout: float = 180) -> dict[str, Any]:
+    """Jobs dead-lettered by the provider (a 400), replayed while the broker does not answer: the
+    replay fails and says so, letters and jobs stay as they were; replayed again with the broker
+    back, every job succeeds."""
+    with environment(broker=broker) as (_server, cluster):
+        client = cluster.client()
+        cluster.llm.script(["400"] * jobs)
+        job_ids = submit_batch(client, docs(), jobs, "replay")
+        outcome, _ = settle(client, job_ids, timeout)
+        rejected = sum(v == "dlq:provider_rejected" for v in outcome.values())
+        dead_url = (f"{RABBITMQ_URL.rsplit(':', 1)[0]}:1/{cluster.vhost.name}" if cluster.vhost
+                    else f"redis://127.0.0.1:{free_port()}/0")
+        down_env = {**cluster.env(), "CONVEYOR_BROKER_URL": dead_url}
+        command = [sys.executable, "-m", "workers.cli", "dlq", "replay", "--batch", "replay", "--no-wait"]
+        fault_at = time.monotonic()
+        down = subprocess.run(command, env=down_env, cwd=REPO, capture_output=True, text=True, timeout=180)
+        letters = client.state.dead_letter_page(_filter(batch_id="replay", state=None), limit=100)
+        still_open = sum(letter.state == "open" for letter in letters)
+        still_failed = sum(client.state.get_status(j).state == "failed" for j in job_ids)
+        up = subprocess.run(command, env=cluster.env(), cwd=REPO, capture_output=True, text=True, timeout=180)
+        outcome = {}  # settled again: a record now, not the old letter
+        deadline = time.monotonic() + timeout
+        while len(outcome) < len(job_ids) and time.monotonic() < deadline:
+            outcome = {j: "record" for j in job_ids if client.state.get_record(j) is not None}
+            time.sleep(0.25)
+        settled_at = time.monotonic()
+        for job in set(job_ids) - set(outcome):  # still a letter (open or replayed): not lost
+            status = client.state.get_status(job)
+            if status is not None and status.dead_letter_id:
+                outcome[job] = "dlq:" + client.state.get_dead_letter(status.dead_letter_id).failure_class
+        result = report("replay while the broker is down, then again", cluster, job_ids, outcome, fault_at,
+                        settled_at, client_state=client.state, rejected_first=rejected,
+                        replay_down_exit=down.returncode,
+                        replay_down_error=(down.stderr.strip().splitlines() or [""])[-1][:200],
+                        letters_open_after_failed_replay=still_open, jobs_failed_after_failed_replay=still_failed,
+                        replay_up_exit=up.returncode)
+        result["double_billed"] = max(0, result["double_billed"] - rejected)  # a 400 is not billed
+        return result
+
+
+def broker_drops_connections(broker: str = "rabbitmq", jobs: int = 200, drops: int = 3,
+                             timeout: float = 600) -> dict[str, Any]:
+    """RabbitMQ closes every connection of the vhost ``drops`` times mid-batch (a broker restart as
+    the workers see it; quorum queues keep the messages): unacknowledged messages go back to their
+    queues, workers reconnect, nothing is lost."""
+    if broker != "rabbitmq":
+        raise ValueError("broker-drop is a RabbitMQ scenario; on Redis, redis-restart stops the server")
+    with environment(broker=broker) as (_server, cluster):
+        assert cluster.vhost is not None
+        client = cluster.client()
+        job_ids = submit_batch(client, docs(), jobs, "drops")
+        fault_at = None
+        for i in range(drops):
+            _wait_for_records(client, job_ids, at_least=max(1, jobs * (i + 1) // (drops + 2)), timeout=timeout)
+            cluster.vhost.drop_connections()
+            fault_at = time.monotonic()
+        outcome, settled_at = settle(client, job_ids, timeout)
+        return report(f"RabbitMQ drops every connection x{drops}", cluster, job_ids, outcome, fault_at, settled_at,
+                      client_state=client.state, drops=drops)
+
+
+def _filter(**where: Any) -> Any:
+    from pipeline.state import LetterFilter
+
+    return LetterFilter(**where)
 
 
 def _wait_for_records(client: Any, job_ids: list[str], *, at_least: int, timeout: float) -> None:
@@ -461,52 +678,73 @@ def _wait_for_records(client: Any, job_ids: list[str], *, at_least: int, timeout
     raise RuntimeError(f"fewer than {at_least} records after {timeout}s")
 
 
-SCENARIOS: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str, Any]]] = {
-    # name: (function, full-size kwargs, quick kwargs)
-    "kill-children": (kill_llm_children, {"jobs": 500, "kills": 10}, {"jobs": 40, "kills": 3}),
-    "kill-worker": (kill_whole_worker, {"jobs": 200}, {"jobs": 30}),
-    "long-calls": (long_calls_outlive_the_lease, {"jobs": 16}, {"jobs": 8}),
-    "redis-restart": (redis_restart, {"jobs": 300}, {"jobs": 40, "timeout": 180, "reconcile_after_s": 90}),
-    "redis-no-persistence": (redis_without_persistence, {}, {}),
-    "lost-messages": (lost_messages_reconciled, {"jobs": 100}, {"jobs": 10}),
-    "delivered-twice": (record_delivered_twice, {"jobs": 20}, {"jobs": 6}),
+SCENARIOS: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any], dict[str, Any], tuple[str, ...]]] = {
+    # name: (function, full-size kwargs, quick kwargs, brokers it runs on)
+    "kill-children": (kill_llm_children, {"jobs": 500, "kills": 10}, {"jobs": 40, "kills": 3}, BROKERS),
+    "kill-worker": (kill_whole_worker, {"jobs": 200}, {"jobs": 30}, BROKERS),
+    "long-calls": (long_calls_outlive_the_lease, {"jobs": 16}, {"jobs": 8}, ("redis",)),  # Redis' lease
+    "redis-restart": (redis_restart, {"jobs": 300}, {"jobs": 40, "timeout": 180, "reconcile_after_s": 90}, BROKERS),
+    "broker-drop": (broker_drops_connections, {"jobs": 300}, {"jobs": 40, "drops": 2}, ("rabbitmq",)),
+    "redis-no-persistence": (redis_without_persistence, {}, {}, BROKERS),
+    "lost-messages": (lost_messages_reconciled, {"jobs": 100}, {"jobs": 10}, BROKERS),
+    "delivered-twice": (record_delivered_twice, {"jobs": 20}, {"jobs": 6}, BROKERS),
+    "poison": (poison_messages, {"good_jobs": 20}, {"good_jobs": 4}, BROKERS),
+    "job-of-death": (job_of_death, {"good_jobs": 10}, {"good_jobs": 3}, BROKERS),
+    "replay-broker-down": (replay_while_broker_down, {"jobs": 10}, {"jobs": 3}, BROKERS),
 }
+
+COLUMNS = ("scenario", "jobs", "records", "dead letters", "lost", "re-executed", "double-billed", "recover s",
+           "worker exits")
+
+
+def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    def cell(r: dict[str, Any], key: str) -> str:
+        value = r.get(key, "")
+        return json.dumps(value) if isinstance(value, dict) else str(value)
+
+    return [[r["scenario"], cell(r, "jobs"), cell(r, "records"), cell(r, "dead_letters"), cell(r, "lost"),
+             cell(r, "re_executed"), cell(r, "double_billed"), cell(r, "recover_s"),
+             json.dumps(r.get("worker_exits", r.get("workers_warned", "")))] for r in results]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), help="default: all")
+    parser.add_argument("--broker", choices=(*BROKERS, "both"), default="both")
     parser.add_argument("--quick", action="store_true", help="small sizes, as the integration tests run them")
     parser.add_argument("--jobs", type=int, default=None, help="override the batch size")
     parser.add_argument("--json-out", type=Path, default=Path("chaos.json"))
     args = parser.parse_args()
-    # SIGTERM (an operator, a CI time-out) unwinds like Ctrl-C: the workers and Redis we started are stopped
+    # SIGTERM (an operator, a CI time-out) unwinds like Ctrl-C: the workers, Redis and vhost we made go
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    brokers = BROKERS if args.broker == "both" else (args.broker,)
+    if "rabbitmq" in brokers and not rabbitmq_available():
+        parser.error("RabbitMQ is not reachable on 127.0.0.1:5672 with rabbitmqctl; use --broker redis")
     results = []
-    for name in args.scenario or list(SCENARIOS):
-        fn, full, quick = SCENARIOS[name]
-        kwargs = dict(quick if args.quick else full)
-        if args.jobs is not None and "jobs" in kwargs:
-            kwargs["jobs"] = args.jobs
-        started = time.monotonic()
-        result = fn(**kwargs)
-        result["seconds"] = round(time.monotonic() - started, 1)
-        results.append(result)
-        print(json.dumps(result), flush=True)
+    for broker in brokers:
+        for name in args.scenario or list(SCENARIOS):
+            fn, full, quick, runs_on = SCENARIOS[name]
+            if broker not in runs_on:
+                continue
+            kwargs = dict(quick if args.quick else full)
+            if args.jobs is not None and "jobs" in kwargs:
+                kwargs["jobs"] = args.jobs
+            started = time.monotonic()
+            result = fn(broker=broker, **kwargs)
+            result["seconds"] = round(time.monotonic() - started, 1)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+            args.json_out.write_text(json.dumps(results, indent=2) + "\n")  # kept as it grows
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="chaos suite (Redis broker)")
-    for column in ("scenario", "jobs", "records", "dead letters", "lost", "re-executed", "double-billed",
-                   "recover s", "worker exits"):
-        table.add_column(column)
-    for r in results:
-        table.add_row(r["scenario"], str(r.get("jobs", "")), str(r.get("records", "")),
-                      json.dumps(r.get("dead_letters", "")), str(r.get("lost", "")), str(r.get("re_executed", "")),
-                      str(r.get("double_billed", "")), str(r.get("recover_s", "")),
-                      json.dumps(r.get("worker_exits", r.get("workers_warned", ""))))
-    Console(width=160).print(table)
-    args.json_out.write_text(json.dumps(results, indent=2) + "\n")
+    for broker in brokers:
+        table = Table(title=f"chaos suite ({broker} broker)")
+        for column in COLUMNS:
+            table.add_column(column)
+        for row in table_rows([r for r in results if r.get("broker") == broker]):
+            table.add_row(*row)
+        Console(width=170).print(table)
     print(f"wrote {args.json_out}")
 
 

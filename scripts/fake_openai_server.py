@@ -58,7 +58,7 @@ import threading
 import time
 import warnings
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -228,8 +228,11 @@ class FakeOpenAIServer:
         default_context_window: int = 128_000,
         default_max_tokens: int = 512,
         api_key: str | None = None,
+        on_chat: Callable[[str | None], None] | None = None,
     ) -> None:
         self.host = host
+        #: called with the request's ``[ref:…]`` tag before a chat request is answered (chaos: a job of death)
+        self.on_chat = on_chat
         self.port = port
         self.rpm = rpm
         self.rate_window_s = rate_window_s
@@ -494,6 +497,8 @@ class _Handler(BaseHTTPRequestHandler):
             [m for m in raw_messages if isinstance(m, dict)] if isinstance(raw_messages, list) else []
         )
         self._tag = fake.tag_of(messages)
+        if fake.on_chat is not None:
+            fake.on_chat(self._tag)
         if self._rate_limited(path, model):
             return
         spec = fake._next_fault()

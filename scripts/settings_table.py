@@ -1,4 +1,8 @@
-"""Print the README's configuration table from the Settings model (one source of truth)."""
+"""Print the README's configuration table from the Settings model (one source of truth).
+
+    python scripts/settings_table.py            # print it
+    python scripts/settings_table.py --write    # replace it in README.md, between its markers
+"""
 
 from __future__ import annotations
 
@@ -23,5 +27,15 @@ def rows() -> list[str]:
     return out
 
 
+def write_readme(readme: Path) -> None:
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- settings-table:start -->\n", "<!-- settings-table:end -->"
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + "\n".join(rows()) + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+
+
 if __name__ == "__main__":
-    print("\n".join(rows()))
+    if "--write" in sys.argv[1:]:
+        write_readme(Path(__file__).resolve().parents[1] / "README.md")
+    else:
+        print("\n".join(rows()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from pipeline.settings import Settings
 from schemas import PIPELINE, QUEUES
@@ -18,6 +18,21 @@ from schemas.pipeline import INTENT
 
 #: how often the in-memory transport polls in embedded mode (the default 1 s crawls).
 EMBEDDED_POLLING_INTERVAL_S = 0.005
+
+
+def is_amqp(broker_url: str | None) -> bool:
+    return (broker_url or "").startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def stage_queues(settings: Settings) -> list[Queue]:
+    """One queue per stage. On RabbitMQ, quorum queues (replicated, kept on disk) whose
+    ``x-delivery-limit`` stops a message that keeps killing workers, on topic exchanges so that
+    countdowns (retries, re-queues) use Celery's native delayed delivery instead of a worker's memory."""
+    if not is_amqp(settings.broker_url):
+        return [Queue(name) for name in QUEUES]
+    arguments = {"x-queue-type": "quorum", "x-delivery-limit": settings.broker_delivery_limit}
+    return [Queue(name, Exchange(name, type="topic"), routing_key=name, queue_arguments=arguments)
+            for name in QUEUES]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -34,6 +49,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if embedded:
         transport_options["polling_interval"] = EMBEDDED_POLLING_INTERVAL_S
+    if is_amqp(settings.broker_url):
+        # a publish returns once the broker has the message (quorum queues: on a majority's disk)
+        transport_options = {"confirm_publish": True}
     redis_broker = (settings.broker_url or "").startswith(("redis://", "rediss://"))
     return {
         "broker_url": settings.broker_url or "memory://",
@@ -65,7 +83,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         # routing: one queue per stage
-        "task_queues": [Queue(name) for name in QUEUES],
+        "task_queues": stage_queues(settings),
         "task_default_queue": INTENT.queue,
         "task_routes": {spec.task: {"queue": spec.queue} for spec in PIPELINE},
         "task_create_missing_queues": False,
@@ -92,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     from workers import logcontext
     from workers.durability import RedisDurabilityCheck
     from workers.lease import LeaseKeeper
+    from workers.reconcile import PeriodicReconcile
     from workers.runtime import bind_settings, settings_for
     from workers.tasks import register_stage_tasks
 
@@ -105,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     register_stage_tasks(celery)
     celery.steps["consumer"].add(LeaseKeeper)
     celery.steps["consumer"].add(RedisDurabilityCheck)
+    celery.steps["consumer"].add(PeriodicReconcile)
     return celery
 
 

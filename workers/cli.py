@@ -98,24 +98,23 @@ def main() -> None:
 # --- the main job -----------------------------------------------------------------------------
 @main.command()
 @click.option("--docs", "doc_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Documents to summarize (default: the sample contracts that ship with Conveyor).")
-@click.option("--limit", type=int, default=None, help="Only the first N documents.")
+              help="Folders or files to summarize, repeatable (default: the sample contracts that ship with "
+                   "Conveyor).")
+@click.option("--limit", type=int, default=None, help="Only the first N of the sample contracts.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results.jsonl"), show_default=True,
-              help="Where job records are streamed, one JSON object per line.")
+              help="Every item's record, one JSON object per line (conveyor batch results).")
 @click.option("--errors-out", type=click.Path(path_type=Path), default=Path("errors.jsonl"), show_default=True,
-              help="Where dead letters of failed jobs are streamed.")
+              help="Every failed item's error, one JSON object per line.")
 @click.option("--tenant", default="demo", show_default=True)
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds to wait for the batch.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Overrides CONVEYOR_DATA_DIR.")
 def demo(doc_paths: tuple[Path, ...], limit: int | None, out: Path, errors_out: Path, tenant: str,
          timeout: float, data_dir: Path | None) -> None:
-    """Summarize a batch of contracts end to end and print a per-job table."""
+    """A contract-summarization batch end to end (conveyor batch submit, then results), with a per-job table."""
     from workers.demo import run_demo
 
     settings = _settings(data_dir=data_dir)
-    paths = list(doc_paths) or sample_contracts()
-    if limit is not None:
-        paths = paths[:limit]
+    paths = list(doc_paths) or sample_contracts()[:limit]
     if not paths:
         raise click.ClickException("no documents to summarize")
     with _runtime(settings, need_worker=True) as rt:
@@ -504,17 +503,21 @@ def _wait_for_replays(rt: Any, job_ids: list[str], timeout: float) -> None:
 
 # --- operations -------------------------------------------------------------------------------
 @main.command()
-@click.option("--older-than", type=_Age(), default="30m", show_default=True,
+@click.option("--older-than", type=_Age(), default=None,
               help="A job whose status has not moved for this long is stalled; keep it above the longest "
-                   "stage run plus retry and re-queue countdowns.")
+                   "stage run plus retry and re-queue countdowns. Default: CONVEYOR_RECONCILE_AFTER_S (30m).")
 @click.option("--dry-run", is_flag=True, help="List what would be done; change nothing.")
 @click.option("--json", "as_json", is_flag=True)
-def reconcile(older_than: timedelta, dry_run: bool, as_json: bool) -> None:
-    """Bring stalled jobs to an end: re-enqueue each at its last checkpoint, or dead-letter it as interrupted."""
+def reconcile(older_than: timedelta | None, dry_run: bool, as_json: bool) -> None:
+    """Bring stalled jobs to an end: re-enqueue each at its last checkpoint, or dead-letter it as interrupted.
+
+    Workers run the same check every CONVEYOR_RECONCILE_INTERVAL_S; this is the operator's handle."""
     from workers.reconcile import reconcile as run_reconcile
 
-    with _runtime(_settings(), need_worker=False) as rt, _dlq_errors():
-        report = run_reconcile(rt.app, rt.components.state, older_than=older_than, dry_run=dry_run)
+    settings = _settings()
+    bound = older_than or timedelta(seconds=settings.reconcile_after_s)
+    with _runtime(settings, need_worker=False) as rt, _dlq_errors():
+        report = run_reconcile(rt.app, rt.components.state, older_than=bound, dry_run=dry_run)
     if as_json:
         _echo_json(dataclasses.asdict(report))
         return
@@ -546,6 +549,15 @@ def flower(port: int, address: str, flower_args: tuple[str, ...]) -> None:
     # through Flower's environment, not argv: a command line is visible to every user in `ps`
     os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
     app.start(["flower", f"--port={port}", f"--address={address}", *flower_args])
+
+
+def _register_batch() -> None:
+    from workers import batch_cli
+
+    batch_cli.register(main, _runtime, _settings, _dlq_errors)
+
+
+_register_batch()
 
 
 if __name__ == "__main__":  # pragma: no cover

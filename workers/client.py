@@ -12,21 +12,33 @@ with ``AsyncResult.get()``, so the same client works inside the embedded worker'
     job_id = client.submit(JobRequest(text="Summarize this contract.", document_id="msa-acme"))
     record = client.result(job_id, timeout=120)
     print(record.output["summary"])
+
+    report = client.submit_batch(["contracts/"])         # a batch: resumable, results per custom_id
+    client.wait_batch(report.batch_id)
+    for item in client.iter_results(report.batch_id): ...
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from pydantic import ValidationError
 
 from pipeline.errors import InvalidInput, ProviderUnavailable, validation_problems
 from pipeline.state import StateStore
-from schemas import DeadLetter, JobRecord, JobRequest, JobStatus
+from schemas import DeadLetter, Intent, JobParams, JobRecord, JobRequest, JobStatus
+from schemas.batch import DEFAULT_INSTRUCTION, BatchInfo, BatchStatus
 from schemas.pipeline import INTENT
 from workers.chain import send_job
+
+if TYPE_CHECKING:
+    from workers.batch import SubmitReport
+    from workers.deadletters import BulkReplay
 
 
 class JobFailed(RuntimeError):
@@ -100,6 +112,65 @@ class ConveyorClient:
         if self.submitted is not None:
             self.submitted[req.job_id] = payload
         return req.job_id
+
+    # --- batches (workers/batch.py) ------------------------------------------------------------
+    def submit_batch(self, paths: list[str | Path] | None = None, *, manifest: str | Path | None = None,
+                     batch_id: str | None = None, tenant: str = "default", instruction: str = DEFAULT_INSTRUCTION,
+                     intent: Intent | None = Intent.summarize, params: JobParams | None = None) -> SubmitReport:
+        """Folders/files or a JSONL manifest as one batch; the same source again resumes it."""
+        from workers import batch
+        from workers.runtime import settings_for
+
+        settings = settings_for(self.app)
+        if (manifest is None) == (not paths):
+            raise InvalidInput("give folders or files, or a manifest, not both")
+        plan_of = functools.partial(batch.plan_manifest if manifest is not None else batch.plan_paths,
+                                    instruction=instruction, intent=intent, params=params or JobParams(),
+                                    max_bytes=settings.batch_max_document_bytes)
+        plan = plan_of(Path(manifest)) if manifest is not None else plan_of([Path(p) for p in paths or []])
+        report = batch.submit_plan(self.app, self.state, settings, plan, batch_id=batch_id, tenant=tenant,
+                                   instruction=instruction, intent=intent)
+        if self.submitted is not None:  # embedded: what is in flight at shutdown is dead-lettered
+            items = self.state.batch_items(report.batch_id)
+            for custom_id in (*report.sent, *report.resent):
+                self.submitted[items[custom_id].job_id] = {}
+        return report
+
+    def batch_status(self, batch_id: str) -> BatchStatus:
+        from workers.batch import batch_status
+
+        return batch_status(self.state, batch_id)
+
+    def list_batches(self) -> list[BatchInfo]:
+        return self.state.list_batches()
+
+    def iter_results(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """One dict per item (``custom_id``, ``status``, and its ``record`` or ``error``)."""
+        from workers.batch import iter_results
+
+        return iter_results(self.state, batch_id)
+
+    def retry_batch(self, batch_id: str, *, failure_class: str | None = None, stage: str | None = None,
+                    dry_run: bool = False) -> BulkReplay:
+        from workers.batch import retry_failed
+
+        return retry_failed(self.app, self.state, batch_id, failure_class=failure_class, stage=stage,
+                            dry_run=dry_run)
+
+    def cancel_batch(self, batch_id: str) -> BatchInfo:
+        from workers.batch import cancel
+
+        return cancel(self.state, batch_id)
+
+    def wait_batch(self, batch_id: str, timeout: float | None = None, poll_s: float = 0.5) -> BatchStatus:
+        """Until every item has a record or a dead letter; TimeoutError (the batch goes on) if slower."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (status := self.batch_status(batch_id)).finished:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"batch {batch_id}: {status.pending} of {status.items} items pending after "
+                                   f"{timeout}s")
+            time.sleep(poll_s)
+        return status
 
     def unfinished(self) -> list[str]:
         """Tracked jobs that have neither a record nor a dead letter yet."""

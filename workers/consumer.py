@@ -14,6 +14,10 @@ then acknowledges the message:
                          headers Celery cannot use (a ``timelimit`` that is not two numbers, ...)
     unknown_task         a task name no Conveyor worker registers
     invalid_input        a stage task given anything but its one JSON argument
+    delivery_limit       delivered ``broker_delivery_limit`` times already: workers died under it
+                         each time; its stage input is kept whole, so it can be replayed. RabbitMQ
+                         counts deliveries (a quorum queue's ``x-delivery-count``); for Redis, which
+                         does not, the state store counts them per message (task id and retry)
 
 A letter keeps the body bounded (its first RAW_KEPT_BYTES, total size and sha256, under
 ``stage_input._message``), the stage the task or the queue names, and the job's ids when the
@@ -37,6 +41,7 @@ from vine import promise
 
 from pipeline.errors import (
     ConveyorError,
+    DeliveryLimitExceeded,
     DisallowedContent,
     InvalidInput,
     MalformedMessage,
@@ -145,6 +150,14 @@ def _is_signature(value: Any) -> bool:
             and isinstance(value.get("options") or {}, dict))
 
 
+def stage_input(body: Any) -> dict[str, Any] | None:
+    """The one argument of a stage task's decoded body, if that is what it holds."""
+    if isinstance(body, list) and body and isinstance(body[0], list) and len(body[0]) == 1:
+        first = body[0][0]
+        return first if isinstance(first, dict) else None
+    return None
+
+
 def stage_of(message: Message) -> str:
     """The stage the task names, else the stage of the queue it came from."""
     headers = message.headers if isinstance(message.headers, dict) else {}
@@ -207,6 +220,12 @@ class DeadLetteringConsumer(Consumer):
 
         def on_message(message: Message) -> Any:
             problem = check_message(message, self.app.tasks)
+            if problem is None and (before := self.deliveries_before(message)) >= self.delivery_limit:
+                # on RabbitMQ the broker's last delivery (x-delivery-limit): dead-letter it here, where
+                # the letter keeps the request, rather than let the broker drop it
+                problem = DeliveryLimitExceeded(
+                    f"delivered {before + 1} times; workers stopped under it each time "
+                    f"(CONVEYOR_BROKER_DELIVERY_LIMIT={self.delivery_limit})")
             if problem is not None:
                 return self.dead_letter(message, problem)
             try:
@@ -219,14 +238,36 @@ class DeadLetteringConsumer(Consumer):
 
         return on_message
 
+    @property
+    def delivery_limit(self) -> int:
+        return components_for(self.app).settings.broker_delivery_limit
+
+    def deliveries_before(self, message: Message) -> int:
+        """How often the message was delivered before this time. A store that does not answer gives 0:
+        the message runs rather than waits (the count is a guard against a crash loop, not bookkeeping)."""
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        count = headers.get("x-delivery-count")
+        if isinstance(count, int):
+            return count
+        if getattr(self.connection.transport, "driver_type", "") != "redis":
+            return 0
+        try:
+            return components_for(self.app).state.count_delivery(f"{headers['id']}:{headers.get('retries') or 0}") - 1
+        except Exception as exc:
+            log.warning("could not count the deliveries of task %s: %s: %s", headers.get("id"), type(exc).__name__, exc)
+            return 0
+
     def dead_letter(self, message: Message, problem: ConveyorError) -> None:
         """Store the letter, then acknowledge. While the store is down the message is kept and retried:
         not lost, and no hot loop (the consumer's timer, every STORE_RETRY_S)."""
         stage = stage_of(message)
-        ids = job_ids(message, readable_body(message, problem))
+        body = readable_body(message, problem)
+        ids = job_ids(message, body)
         raw = raw_message(message)
         # shaped like the stage's input, so that write_dead_letter finds the job's ids where it looks
         payload = {**ids, "_message": raw} if stage == INTENT.name else {"request": ids, "_message": raw}
+        if isinstance(problem, DeliveryLimitExceeded) and stage_input(body) is not None:
+            payload = stage_input(body) or payload  # a valid message: the letter replays like any other
         try:
             letter = write_dead_letter(components_for(self.app).state, stage=stage, payload=payload, error=problem,
                                        attempts=1, retries_exhausted=False)

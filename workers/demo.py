@@ -1,21 +1,21 @@
-"""The contract-summarization batch behind ``conveyor demo``.
+"""The contract-summarization batch behind ``conveyor demo``: ``conveyor batch`` on the given documents.
 
-Ingests the documents, submits one summarize job per document under one ``batch_id``,
-streams records to ``results.jsonl`` and dead letters to ``errors.jsonl`` as jobs finish,
-and prints a table of what each job did and how long each stage took.
+The documents are submitted as one batch (the workers ingest them on the ``ingest`` queue),
+the batch is watched until every item settled, every item's record goes to ``results.jsonl``
+and every failed item's error to ``errors.jsonl``, and a table shows what each job did and how
+long each stage took. Running it again on the same documents resumes the same batch.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas import PIPELINE, JobRecord, JobRequest, StageMessage
+from schemas import PIPELINE, JobRecord, StageMessage
 
 #: the stages whose messages carry timings (all but the record).
 TIMED_STAGES = tuple(spec.name for spec in PIPELINE if issubclass(spec.output, StageMessage))
@@ -61,52 +61,31 @@ def run_demo(
     timeout: float,
     echo: Callable[[str], None] = print,
 ) -> DemoOutcome:
-    from pipeline.retrieval.ingest import ingest_paths
-    from workers.client import JobFailed
+    from workers.batch import iter_results, records_of
+    from workers.batch_cli import watch
 
-    settings = rt.components.settings
     started = time.monotonic()
-    report = ingest_paths(paths, tenant=tenant, store=rt.components.vector_store, embedder=rt.components.embedder,
-                          max_tokens=settings.chunk_max_tokens, overlap=settings.chunk_overlap_tokens)
-    echo(f"ingested {report.documents} documents ({report.chunks} chunks, {report.added} new) in {report.seconds:.2f}s")
-
-    batch_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    outcome = DemoOutcome(batch_id=batch_id)
-    jobs = []
-    for path in paths:
-        request = JobRequest(text="Summarize this contract.", document_id=path.stem, tenant=tenant,
-                             batch_id=batch_id, custom_id=path.name)
-        jobs.append(rt.client.submit(request))
-    echo(f"submitted {len(jobs)} jobs as batch {batch_id}")
-
-    deadline = time.monotonic() + timeout
+    report = rt.client.submit_batch(paths, tenant=tenant)
+    already = sum(report.already.values())
+    echo(f"batch {report.batch_id}: {report.items} documents, {len(report.sent)} submitted"
+         + (f", {already} already done or running (resumed)" if already else "")
+         + (f", {len(report.invalid)} unreadable" if report.invalid else ""))
+    status = watch(rt.client, report.batch_id, timeout=timeout)
+    state = rt.components.state
+    outcome = DemoOutcome(batch_id=report.batch_id, records=records_of(state, report.batch_id))
     with out.open("w", encoding="utf-8") as results_fh, errors_out.open("w", encoding="utf-8") as errors_fh:
-        for n, job_id in enumerate(jobs, start=1):
-            try:
-                record = rt.client.result(job_id, timeout=max(0.0, deadline - time.monotonic()))
-            except JobFailed as exc:
-                letter = exc.dead_letter.model_dump(mode="json") if exc.dead_letter else {"job_id": job_id}
-                outcome.failed.append(letter)
-                errors_fh.write(json.dumps(letter) + "\n")
-                echo(f"[{n}/{len(jobs)}] FAILED {job_id}: {exc}")
-                continue
-            except TimeoutError as exc:
-                # not lost: the job keeps running; `conveyor status/result JOB_ID` follows it up
-                outcome.failed.append({"job_id": job_id, "error": str(exc)})
-                echo(f"[{n}/{len(jobs)}] NOT DONE {job_id}: {exc}")
-                continue
-            outcome.records.append(record)
+        for record in outcome.records:
             results_fh.write(record.model_dump_json() + "\n")
-            results_fh.flush()
-            echo(f"[{n}/{len(jobs)}] {record.request.document_id}: {record.intent.value}, "
-                 f"{len(record.chunks_used)} chunks, guard {record.guard.verdict}")
+        for item in iter_results(state, report.batch_id):
+            if item["status"] != "succeeded":
+                outcome.failed.append(item)
+                errors_fh.write(json.dumps(item, ensure_ascii=False) + "\n")
     outcome.seconds = time.monotonic() - started
-    counts = rt.components.state.batch_counts(batch_id)
     echo("")
     echo(format_table(outcome.records))
     echo("")
     provider = outcome.records[0].provider if outcome.records else "-"
-    echo(f"batch {batch_id}: {counts.get('succeeded', 0)} succeeded, {counts.get('failed', 0)} failed "
-         f"of {counts.get('submitted', 0)} in {outcome.seconds:.1f}s; provider: {provider}; "
+    echo(f"batch {report.batch_id}: {status.succeeded} succeeded, {status.failed} failed, {status.pending} pending "
+         f"of {status.items} in {outcome.seconds:.1f}s; provider: {provider}; cost ${status.cost_usd:.4f}; "
          f"records -> {out}, errors -> {errors_out}")
     return outcome

@@ -106,11 +106,14 @@ class EmbeddedRuntime:
     def _dead_letter_unfinished(self) -> None:
         """The memory transport dies with this process: keep every unfinished job replayable."""
         submitted = self.client.submitted or {}
+        state = self.components.state
         for job_id in self.client.unfinished():
+            # from where it stopped: its last checkpoint (a batch item's ingest input, a later stage's)
+            stage, payload = state.get_checkpoint(job_id) or (INTENT.name, submitted[job_id])
             write_dead_letter(
-                self.components.state,
-                stage=INTENT.name,
-                payload=submitted[job_id],
+                state,
+                stage=stage,
+                payload=payload,
                 error=Interrupted("the embedded worker stopped before the job finished; replay it"),
                 attempts=1,
                 retries_exhausted=False,

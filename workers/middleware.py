@@ -9,6 +9,8 @@ and owns one concern. ``default_middleware(settings)`` lists them outermost firs
     StageRetry       a RetryableError with retries left: Celery retry, capped jittered backoff
     ValidatePayload  JSON -> the stage's input model, or InvalidInput
     SkipFinished     a job that already has a record is acknowledged and not run again
+    StopCancelled    a job of a cancelled batch that has not started (ingest, intent) ends as a
+                     ``cancelled`` dead letter; one that is past them finishes
     TrackStatus      the job's status says running, at this stage and attempt; the output is
                      checkpointed as the next stage's input, so ``conveyor reconcile`` can
                      re-enqueue a stalled job exactly where it stopped
@@ -37,6 +39,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline.backoff import backoff_delay
 from pipeline.errors import (
+    Cancelled,
     ConveyorError,
     InternalError,
     InvalidInput,
@@ -185,6 +188,33 @@ class SkipFinished:
         return call_next(delivery)
 
 
+class StopCancelled:
+    """Cancel a batch: its items not started yet do not run. Each ends as a ``cancelled`` dead letter,
+    so every job still ends in exactly one record or letter, and ``batch retry --class cancelled`` (or
+    submitting the batch again) resumes them. The batch's state is read at most once a second."""
+
+    FIRST_STAGES = frozenset({"ingest", "intent"})
+
+    def __init__(self, ttl_s: float = 1.0) -> None:
+        self.ttl_s = ttl_s
+        self._seen: dict[str, tuple[float, bool]] = {}
+
+    def cancelled(self, delivery: Delivery, batch_id: str) -> bool:
+        now = time.monotonic()
+        seen = self._seen.get(batch_id)
+        if seen is None or now - seen[0] > self.ttl_s:
+            info = delivery.components.state.get_batch(batch_id)
+            seen = (now, info is not None and info.state == "cancelled")
+            self._seen[batch_id] = seen
+        return seen[1]
+
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
+        batch_id = delivery.request.batch_id
+        if delivery.spec.name in self.FIRST_STAGES and batch_id and self.cancelled(delivery, batch_id):
+            raise Cancelled(f"batch {batch_id} was cancelled before this item started")
+        return call_next(delivery)
+
+
 class TrackStatus:
     def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
         state, job_id = delivery.components.state, delivery.request.job_id
@@ -280,6 +310,7 @@ def default_middleware(settings: Settings) -> list[Middleware]:
         StageRetry(settings.stage_max_retries, settings.retry_backoff_base_s, settings.retry_backoff_max_s),
         ValidatePayload(),
         SkipFinished(),
+        StopCancelled(),
         TrackStatus(),
         CountAttempts(),
         Timing(),

@@ -12,9 +12,12 @@ with what is known. A stage of a job that finished meanwhile is skipped by the w
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from celery import bootsteps
 
 from pipeline.errors import Interrupted
 from pipeline.state import StateStore
@@ -59,3 +62,49 @@ def reconcile(app: Any, state: StateStore, *, older_than: timedelta, dry_run: bo
             state.set_status(JobStatus(job_id=job_id, state="queued", stage=stage, attempts=status.attempts))
             log.warning("job %s stalled at %s since %s: re-enqueued", job_id, stage, status.updated_at)
     return report
+
+
+class PeriodicReconcile(bootsteps.StartStopStep):
+    """Consumer step: every ``reconcile_interval_s`` one worker of the cluster (whichever claims the
+    turn in the store) runs :func:`reconcile` for jobs stalled longer than ``reconcile_after_s``, so
+    a job the broker lost reaches a terminal state without an operator. In a thread of its own, so
+    a long scan never holds up the consumer."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, c: Any) -> None:
+        from workers.runtime import components_for
+
+        components = components_for(c.app)
+        interval = components.settings.reconcile_interval_s
+        if interval <= 0 or components.settings.embedded or self._thread is not None:
+            return
+        older_than = timedelta(seconds=components.settings.reconcile_after_s)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(c.app, components, interval, older_than),
+                                        name="conveyor-reconcile", daemon=True)
+        self._thread.start()
+
+    def _run(self, app: Any, components: Any, interval: int, older_than: timedelta) -> None:
+        while not self._stop.wait(interval):
+            try:
+                if not components.state.claim_turn("reconcile", interval):
+                    continue
+                found = reconcile(app, components.state, older_than=older_than)
+            except Exception as exc:  # a store or broker outage: the next turn tries again
+                log.warning("periodic reconcile failed: %s: %s", type(exc).__name__, exc)
+                continue
+            if found.stalled:
+                log.warning("periodic reconcile: %d stalled, %d re-enqueued, %d dead-lettered, %d already finished",
+                            found.stalled, len(found.requeued), len(found.dead_lettered), len(found.finished))
+
+    def stop(self, c: Any) -> None:
+        self._stop.set()
+        self._thread = None
+
+    shutdown = stop

@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 
 from pipeline.errors import InvalidInput
 from pipeline.settings import load_settings
 from schemas import QUEUES, JobRequest
+from scripts.poison_messages import POISON, Poison, job_request, publish
 from tests.conftest import REPO, TEST_REDIS_URL, _redis_answers
 from workers.app import create_app
 from workers.chain import MAX_PAYLOAD_BYTES, send_job
@@ -43,50 +41,6 @@ WORKERS = [
     ("intent-prefork", "intent,record", "prefork", "1"),
     ("rest", "retrieve,guard", "threads", "2"),
 ]
-
-
-def _job(job_id: str) -> dict[str, Any]:
-    return {"job_id": job_id, "tenant": "acme", "text": "Summarize the termination clause."}
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value).encode()
-
-
-class Poison(NamedTuple):
-    body: bytes
-    failure_class: str
-    job_id: str
-    stage: str = "intent"
-    content_type: str = "application/json"
-    task: str | None = "conveyor.intent"  # None: no headers at all
-    queue: str = "intent"
-    headers: dict[str, Any] = {}
-
-
-POISON = {
-    "json-object": Poison(_json(_job("p-object")), "malformed_message", "p-object"),
-    "not-json": Poison(b"{this is not json", "malformed_message", "unknown"),
-    "unknown-task": Poison(_json([[_job("p-unknown")], {}, {}]), "unknown_task", "p-unknown",
-                           task="conveyor.summarise"),
-    "no-arguments": Poison(_json([[], {}, {}]), "invalid_input", "unknown"),
-    "no-headers": Poison(_json([[_job("p-headless")], {}, {}]), "malformed_message", "p-headless", task=None),
-    "pickle": Poison(pickle.dumps([[_job("p-pickle")], {}, {}]), "content_disallowed", "unknown",
-                     content_type="application/x-python-serialize"),
-    "20-mb": Poison(_json([[{**_job("p-big"), "text": "x" * 20_000_000}], {}, {}]), "oversized_message", "p-big"),
-    # killed a prefork worker (only it consumes record): the pool does arithmetic on the time limits
-    "bad-timelimit": Poison(_json([[{"request": _job("p-limit")}], {}, {}]), "malformed_message", "p-limit",
-                            stage="record", task="conveyor.record", queue="record",
-                            headers={"timelimit": ["x", "y"]}),
-    # lost the job after the stage ran: Celery reads the chain only to publish the next hop
-    "bad-chain": Poison(_json([[_job("p-chain")], {}, {"chain": [{"task": "conveyor.retrieve", "options": "x"}]}]),
-                        "malformed_message", "p-chain"),
-    # on later stages' queues: the stage comes from the task, the job id from the request inside
-    "object-on-llm": Poison(_json({"request": _job("p-llm")}), "malformed_message", "p-llm", stage="generate",
-                            task="conveyor.generate", queue="llm"),
-    "object-on-guard": Poison(_json({"request": _job("p-guard")}), "malformed_message", "p-guard", stage="guard",
-                              task="conveyor.guard", queue="guard"),
-}
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -145,16 +99,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
 
 
 def _publish(poison: Poison) -> None:
-    """Plain kombu, no Celery API: what a broken producer in another language sends."""
-    from kombu import Connection
-
-    task_id = uuid.uuid4().hex
-    headers = {"lang": "py", "task": poison.task, "id": task_id, "root_id": task_id, "parent_id": None,
-               "group": None, "retries": 0, "eta": None, "expires": None, **poison.headers} if poison.task else {}
-    encoding = "utf-8" if poison.content_type == "application/json" else "binary"
-    with Connection(TEST_REDIS_URL) as conn:
-        conn.Producer().publish(poison.body, routing_key=poison.queue, exchange="", headers=headers,
-                                content_type=poison.content_type, content_encoding=encoding, serializer=None)
+    publish(TEST_REDIS_URL, poison)
 
 
 def _pids(app: Any) -> dict[str, int]:
@@ -221,7 +166,7 @@ def test_a_producer_refuses_a_message_over_the_limit(cluster: dict[str, Any]) ->
     import redis
 
     broker = redis.Redis.from_url(TEST_REDIS_URL)
-    payload = {**_job("too-big"), "text": "x" * (MAX_PAYLOAD_BYTES + 1)}
+    payload = {**job_request("too-big"), "text": "x" * (MAX_PAYLOAD_BYTES + 1)}
     with pytest.raises(InvalidInput, match="over the 1048576-byte message limit"):
         send_job(cluster["app"], payload)
     assert broker.llen("intent") == 0

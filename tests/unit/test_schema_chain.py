@@ -26,7 +26,8 @@ def test_output_of_stage_is_input_of_next(upstream: StageSpec, downstream: Stage
     )
 
 
-MESSAGE_EDGES = [(a, b) for a, b in EDGES if issubclass(b.output, StageMessage)]
+#: edges between stage messages (ingest hands on the bare request, which intent wraps)
+MESSAGE_EDGES = [(a, b) for a, b in EDGES if issubclass(a.output, StageMessage) and issubclass(b.output, StageMessage)]
 
 
 @pytest.mark.parametrize("upstream, downstream", MESSAGE_EDGES, ids=[f"{a.name}->{b.name}" for a, b in MESSAGE_EDGES])
@@ -58,13 +59,15 @@ def test_the_stage_the_workers_run_has_the_signature_of_its_spec(spec: StageSpec
 def test_stage_lookup_and_the_rest_of_the_chain() -> None:
     assert [s.name for s in stages_from("generate")] == ["generate", "guard", "record"]
     assert stage("generate").queue == "llm"
-    with pytest.raises(ValueError, match="stages are intent, retrieve, generate, guard, record"):
+    assert [s.name for s in stages_from("intent")] == ["intent", "retrieve", "generate", "guard", "record"]
+    with pytest.raises(ValueError, match="stages are ingest, intent, retrieve, generate, guard, record"):
         stage("nope")
 
 
 def test_task_and_queue_names_are_the_public_contract() -> None:
     """Deployments route on these: renaming one is a breaking change, not a refactor."""
     assert [(s.task, s.queue) for s in PIPELINE] == [
+        ("conveyor.ingest", "ingest"),
         ("conveyor.intent", "intent"),
         ("conveyor.retrieve", "retrieve"),
         ("conveyor.generate", "llm"),

@@ -334,3 +334,16 @@ def test_usage_of_failed_attempts_is_added_up_and_handed_over_once(tmp_path: Pat
         assert store.take_usage("j1") == {"llm_calls": 5, "cost_nusd": 1500, "prompt_tokens": 40}
         assert store.take_usage("j1") == {}
         assert store.take_usage("unknown") == {}
+
+
+def test_deliveries_are_counted_per_message(store: StateStore) -> None:
+    assert [store.count_delivery("task-1:0") for _ in range(3)] == [1, 2, 3]
+    assert store.count_delivery("task-1:1") == 1, "a retry is a new message"
+
+
+def test_a_periodic_turn_goes_to_one_caller_per_interval(store: StateStore) -> None:
+    first, second = store.claim_turn("reconcile", 60), store.claim_turn("reconcile", 60)
+    if isinstance(store, SqliteStateStore):
+        assert first and second, "one process per SQLite store: always its turn"
+    else:
+        assert (first, second) == (True, False)

@@ -1,0 +1,59 @@
+"""Stage 0 of a batch item: its document, stored by reference, becomes embedded chunks in the vector store.
+
+The client publishes the document's sha256 and keeps the bytes in the state store, so broker
+messages stay small and any ingest worker can read them. Chunks the store already holds (same
+content, same chunk ids) are not embedded again, so a resubmitted batch pays for changed
+documents only. A document that cannot be read fails this item alone (``InvalidInput`` with its
+path); the batch goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Protocol
+
+from pipeline.errors import InvalidInput, ProviderUnavailable
+from pipeline.retrieval.embeddings import Embedder
+from pipeline.retrieval.ingest import ingest_text, parse_document
+from pipeline.retrieval.vectorstore import VectorStore
+from schemas import JobRequest
+from schemas.job import IngestRequest
+
+log = logging.getLogger("conveyor.ingest")
+
+
+class BlobStore(Protocol):
+    def get_blob(self, sha256: str) -> bytes | None: ...
+
+    def release_blob(self, sha256: str) -> None: ...
+
+
+class IngestStage:
+    def __init__(self, blobs: BlobStore, store: VectorStore, embedder: Embedder, *, max_tokens: int,
+                 overlap: int) -> None:
+        self.blobs = blobs
+        self.store = store
+        self.embedder = embedder
+        self.max_tokens = max_tokens
+        self.overlap = overlap
+
+    def warm_up(self) -> None:
+        self.embedder.embed(["warm up"])
+
+    def __call__(self, msg: IngestRequest) -> JobRequest:
+        doc, request = msg.document, msg.request
+        raw = self.blobs.get_blob(doc.sha256)
+        if raw is None:
+            raise InvalidInput(f"{doc.name}: the document's bytes are no longer stored (expired or removed); "
+                               "submit the batch again to resend them")
+        if hashlib.sha256(raw).hexdigest() != doc.sha256:
+            raise ProviderUnavailable(f"{doc.name}: stored bytes do not match their sha256 (a partial write?)")
+        text = parse_document(doc.name, raw)
+        assert request.document_id is not None  # IngestRequest's validator
+        report = ingest_text(request.document_id, text, tenant=request.tenant, store=self.store,
+                             embedder=self.embedder, max_tokens=self.max_tokens, overlap=self.overlap)
+        log.info("ingested %s: %d chunks (%d embedded, %d unchanged, %d removed)", doc.name,
+                 report.added + report.unchanged, report.added, report.unchanged, report.removed)
+        self.blobs.release_blob(doc.sha256)
+        return request
