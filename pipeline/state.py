@@ -215,6 +215,12 @@ class StateStore(ABC):
             raise ValueError(f"status {status.state!r} is written by complete() or fail(), never set directly")
         return self._set_progress(status)
 
+    def set_status_if_absent(self, status: JobStatus) -> bool:
+        """A first status only: a worker that already wrote ``running`` (or finished the job) is not undone."""
+        if status.state in _TERMINAL:
+            raise ValueError(f"status {status.state!r} is written by complete() or fail(), never set directly")
+        return self._put_if_absent(_STATUS, status.job_id, status.model_dump_json()) is None
+
     def get_status(self, job_id: str) -> JobStatus | None:
         raw = self._get(_STATUS, job_id)
         return JobStatus.model_validate_json(raw) if raw else None

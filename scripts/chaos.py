@@ -181,7 +181,7 @@ class WorkerSpec:
 
 
 DEFAULT_WORKERS = (
-    WorkerSpec("front", "intent,retrieve", "threads", 4),  # owns the local Qdrant path
+    WorkerSpec("front", "ingest,intent,retrieve", "threads", 4),  # owns the local Qdrant path
     WorkerSpec("llm", "llm", "prefork", 4),
     WorkerSpec("back", "guard,record", "prefork", 2),
 )

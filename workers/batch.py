@@ -252,9 +252,8 @@ def _failure_class(status: JobStatus) -> str | None:
 
 def _dead_letter_at_client(state: StateStore, request: JobRequest, item: Planned) -> None:
     """The item's own dead letter: its job is counted, its path kept, the batch goes on."""
-    if state.claim_idempotency_key(request.tenant, request.job_id, request.job_id) is not None:
+    if not state.set_status_if_absent(JobStatus(job_id=request.job_id, state="queued", stage=INGEST.name)):
         return
-    state.set_status(JobStatus(job_id=request.job_id, state="queued", stage=INGEST.name))
     state.batch_incr(request.batch_id or "", "submitted")
     payload = {"request": request.model_dump(mode="json"), "document": {"name": item.name}}
     write_dead_letter(state, stage=INGEST.name, payload=payload,
@@ -263,25 +262,27 @@ def _dead_letter_at_client(state: StateStore, request: JobRequest, item: Planned
 
 
 def _send(app: Celery, state: StateStore, settings: Settings, request: JobRequest, item: Planned) -> None:
-    """Bytes into the store, then the job by reference; a broker that refuses leaves nothing claimed."""
+    """Bytes into the store, the job by reference, then its first status.
+
+    The status comes last because it is what marks the item as sent: a client killed before the
+    publish leaves no status, and the next submit sends the item. (Killed in the instant between
+    publish and status, the next submit sends it a second time; the job's stages then skip what a
+    record already covers.)"""
     assert item.raw is not None and item.content_sha is not None
-    if state.claim_idempotency_key(request.tenant, request.job_id, request.job_id) is not None:
-        return  # another submit of the same batch got there first
     state.put_blob(item.content_sha, item.raw, ttl_s=settings.document_ttl_s)
-    state.set_status(JobStatus(job_id=request.job_id, state="queued", stage=INGEST.name))
     payload = IngestRequest(request=request, document=DocumentRef(sha256=item.content_sha, name=item.name,
                                                                   size=len(item.raw))).model_dump(mode="json")
     state.checkpoint(request.job_id, INGEST.name, payload)
     try:
         send_job(app, payload, start=INGEST.name)
     except Exception as exc:
-        state.release_idempotency_key(request.tenant, request.job_id)
         state.release_blob(item.content_sha)
         from kombu.utils.url import maybe_sanitize_url
 
         raise ProviderUnavailable(f"could not enqueue {item.custom_id}: broker "
                                   f"{maybe_sanitize_url(str(app.conf.broker_url))} unreachable "
                                   f"({type(exc).__name__}); submit again to go on") from exc
+    state.set_status_if_absent(JobStatus(job_id=request.job_id, state="queued", stage=INGEST.name))
     state.batch_incr(request.batch_id or "", "submitted")
 
 
@@ -382,8 +383,11 @@ def records_of(state: StateStore, batch_id: str) -> list[JobRecord]:
 # --- acting on a batch ------------------------------------------------------------------------------
 def retry_failed(app: Celery, state: StateStore, batch_id: str, *, failure_class: str | None = None,
                  stage: str | None = None, dry_run: bool = False) -> BulkReplay:
-    """Replay the batch's failed items only (optionally of one failure class or stage)."""
-    _batch(state, batch_id)
+    """Replay the batch's failed items only (optionally of one failure class or stage). A cancelled
+    batch runs again: its ``cancelled`` items are failed items like any other."""
+    info = _batch(state, batch_id)
+    if info.state == "cancelled" and not dry_run:
+        state.put_batch(info.model_copy(update={"state": "running", "cancelled_at": None}))
     return replay_matching(app, state, LetterFilter(batch_id=batch_id, failure_class=failure_class, stage=stage),
                            dry_run=dry_run)
 

@@ -59,21 +59,22 @@ def watch(client: Any, batch_id: str, *, timeout: float | None = None, poll_s: f
     return status
 
 
-def _print_status(status: BatchStatus) -> None:
+def _print_status(status: BatchStatus, out: Console | None = None) -> None:
+    out = out or Console()
     table = Table(title=f"batch {status.batch.batch_id}: {status.label}")
     for column in ("items", "succeeded", "failed", "pending", "llm calls", "tokens in/out", "cost USD", "elapsed"):
         table.add_column(column, justify="right")
     table.add_row(str(status.items), str(status.succeeded), str(status.failed), str(status.pending),
                   str(status.llm_calls), f"{status.prompt_tokens}/{status.completion_tokens}",
                   f"{status.cost_usd:.4f}", f"{status.elapsed_s:.0f}s")
-    Console().print(table)
+    out.print(table)
     if status.failures:
         failures = Table(title="failed items by class")
         failures.add_column("failure class")
         failures.add_column("items", justify="right")
         for name, count in sorted(status.failures.items()):
             failures.add_row(name, str(count))
-        Console().print(failures)
+        out.print(failures)
 
 
 def register(main: click.Group, runtime: Any, settings_of: Any, errors: Any) -> None:
@@ -110,7 +111,7 @@ def register(main: click.Group, runtime: Any, settings_of: Any, errors: Any) -> 
             click.echo(report.batch_id)
             if settings.embedded or watching:
                 status = watch(rt.client, report.batch_id, timeout=timeout)
-                _print_status(status)
+                _print_status(status, console)  # stdout is the batch id alone, for scripts
 
     @batch.command("status")
     @click.argument("batch_id")
@@ -204,7 +205,7 @@ def register(main: click.Group, runtime: Any, settings_of: Any, errors: Any) -> 
             if report.not_enqueued:
                 raise click.ClickException(report.not_enqueued[0][1])
             if not dry_run and (settings.embedded or watching):
-                _print_status(watch(rt.client, batch_id))
+                _print_status(watch(rt.client, batch_id), console)
 
     @batch.command("cancel")
     @click.argument("batch_id")
