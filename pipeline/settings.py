@@ -156,6 +156,11 @@ class Settings(BaseSettings):
         default=20 * 1024 * 1024, ge=1024,
         description="a batch item's document over this size is refused (its own invalid_input dead letter)",
     )
+    retention_s: int = Field(
+        default=30 * 24 * 3600, ge=0,
+        description="records, statuses, batches and idempotency keys expire after this long (0 = never); "
+        "open dead letters stay until resolved",
+    )
     document_ttl_s: int = Field(
         default=7 * 24 * 3600, ge=60,
         description="how long a submitted document's bytes wait in the state store for the ingest stage",

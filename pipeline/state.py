@@ -53,6 +53,8 @@ _BLOB = "blob"
 _BLOB_REFS = "blobrefs"
 _BATCH_INFO = "batchinfo"
 _BATCH_ITEMS = "batchitems"
+#: what expires after the retention time (CONVEYOR_RETENTION_S); dead letters stay until resolved
+RETAINED = frozenset({_RECORD, _STATUS, _IDEM, _BATCH, _BATCH_INFO, _BATCH_ITEMS, _USAGE})
 #: a batch's usage counters, added up atomically with each of its records
 BATCH_USAGE_FIELDS = ("llm_calls", "prompt_tokens", "completion_tokens", "cost_micro_usd")
 
@@ -333,19 +335,28 @@ class StateStore(ABC):
             self._delete(_BLOB, sha256)
 
 
+# the last ARGV of every script is the retention in seconds (0: keep for ever)
+_EXPIRE = """
+local function retain(key)
+  local ttl = tonumber(ARGV[#ARGV])
+  if key and ttl > 0 then redis.call('EXPIRE', key, ttl) end
+end
+"""
+
 # KEYS[1] status; ARGV[1] status JSON
-_SET_PROGRESS = """
+_SET_PROGRESS = _EXPIRE + """
 local current = redis.call('GET', KEYS[1])
 if current then
   local state = cjson.decode(current).state
   if state == 'succeeded' or state == 'failed' then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1])
+retain(KEYS[1])
 return 1
 """
 
-# KEYS record, status, [batch counters]; ARGV record JSON, status JSON
-_COMPLETE = """
+# KEYS record, status, [batch counters]; ARGV record JSON, status JSON, usage field/amount pairs
+_COMPLETE = _EXPIRE + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local previous = redis.call('GET', KEYS[2])
 local was_failed = previous and cjson.decode(previous).state == 'failed'
@@ -354,14 +365,15 @@ redis.call('SET', KEYS[2], ARGV[2])
 if KEYS[3] then
   redis.call('HINCRBY', KEYS[3], 'succeeded', 1)
   if was_failed then redis.call('HINCRBY', KEYS[3], 'failed', -1) end
-  for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
+  for i = 3, #ARGV - 1, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
 end
+retain(KEYS[1]); retain(KEYS[2]); retain(KEYS[3])
 return 1
 """
 
 # KEYS record, status, body, summaries, <ARGV[6] sorted sets>, [batch counters]
 # ARGV id, body, summary JSON, score (created_at), status JSON, number of sorted sets
-_FAIL = """
+_FAIL = _EXPIRE + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local previous = redis.call('GET', KEYS[2])
 local was_failed = previous and cjson.decode(previous).state == 'failed'
@@ -372,12 +384,13 @@ for i = 5, 4 + sets do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[1]) end
 redis.call('SET', KEYS[2], ARGV[5])
 local counters = KEYS[5 + sets]
 if counters and not was_failed then redis.call('HINCRBY', counters, 'failed', 1) end
+retain(KEYS[2]); retain(counters)
 return 1
 """
 
 # KEYS summaries, open set, replayed set, status, [batch counters]
 # ARGV id, new summary JSON, score (created_at), queued status JSON
-_REOPEN = """
+_REOPEN = _EXPIRE + """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current or cjson.decode(current).state ~= 'open' then return 0 end
 local previous = redis.call('GET', KEYS[4])
@@ -387,6 +400,7 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 if was_failed then
   redis.call('SET', KEYS[4], ARGV[4])
+  retain(KEYS[4])
   if KEYS[5] then redis.call('HINCRBY', KEYS[5], 'failed', -1) end
 end
 return 1
@@ -398,9 +412,10 @@ class RedisStateStore(StateStore):
     field of the hash ``conveyor:dlq:_summary``; sorted sets by creation time index them:
     ``conveyor:dlq:_index`` (all) and ``conveyor:dlq:_by:<state|batch|class|stage>:<value>``."""
 
-    def __init__(self, client: Any, prefix: str = "conveyor") -> None:
+    def __init__(self, client: Any, prefix: str = "conveyor", *, retention_s: int = 0) -> None:
         self._r = client
         self._prefix = prefix
+        self.retention_s = retention_s
         kwargs = client.connection_pool.connection_kwargs
         #: host:port (or socket path) for error messages; never the URL, which may hold a password.
         self.where = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
@@ -455,6 +470,7 @@ class RedisStateStore(StateStore):
     def _hset(self, ns: str, key: str, mapping: dict[str, str]) -> None:
         if mapping:
             self._call(self._r.hset, self._k(ns, key), mapping=mapping)
+            self._expire(ns, key)
 
     def _hgetall(self, ns: str, key: str) -> dict[str, str]:
         found: dict[str, str] = self._call(self._r.hgetall, self._k(ns, key))
@@ -463,8 +479,15 @@ class RedisStateStore(StateStore):
     def claim_turn(self, name: str, ttl_s: int) -> bool:
         return bool(self._call(self._r.set, self._k("turn", name), "1", nx=True, ex=max(1, ttl_s)))
 
+    def _retained(self, ns: str) -> int | None:
+        return self.retention_s if self.retention_s and ns in RETAINED else None
+
+    def _expire(self, ns: str, key: str) -> None:
+        if ttl := self._retained(ns):
+            self._call(self._r.expire, self._k(ns, key), ttl)
+
     def _put_if_absent(self, ns: str, key: str, value: str) -> str | None:
-        if self._call(self._r.set, self._k(ns, key), value, nx=True):
+        if self._call(self._r.set, self._k(ns, key), value, nx=True, ex=self._retained(ns)):
             return None
         existing: str | None = self._call(self._r.get, self._k(ns, key))
         return existing
@@ -473,7 +496,7 @@ class RedisStateStore(StateStore):
         self._call(self._r.delete, self._k(ns, key))
 
     def _put(self, ns: str, key: str, value: str, ttl_s: int) -> None:
-        self._call(self._r.set, self._k(ns, key), value, ex=ttl_s or None)  # 0: no expiry
+        self._call(self._r.set, self._k(ns, key), value, ex=ttl_s or self._retained(ns))  # 0: the namespace's
 
     def _values(self, ns: str) -> Iterator[str]:
         keys = list(self._call(self._r.scan_iter, match=self._k(ns, "*"), count=1000))
@@ -483,7 +506,9 @@ class RedisStateStore(StateStore):
                     yield value
 
     def _incr(self, ns: str, key: str, field: str, amount: int) -> int:
-        return int(self._call(self._r.hincrby, self._k(ns, key), field, amount))
+        found = int(self._call(self._r.hincrby, self._k(ns, key), field, amount))
+        self._expire(ns, key)
+        return found
 
     def _counters(self, ns: str, key: str) -> dict[str, int]:
         raw = self._call(self._r.hgetall, self._k(ns, key))
@@ -498,7 +523,7 @@ class RedisStateStore(StateStore):
     # --- atomic writes --------------------------------------------------------------------
     def _set_progress(self, status: JobStatus) -> bool:
         return bool(self._call(self._set_progress_script, keys=[self._k(_STATUS, status.job_id)],
-                               args=[status.model_dump_json()]))
+                               args=[status.model_dump_json(), self.retention_s]))
 
     def complete(self, record: JobRecord) -> bool:
         keys = [self._k(_RECORD, record.job_id), self._k(_STATUS, record.job_id)]
@@ -507,7 +532,7 @@ class RedisStateStore(StateStore):
         args: list[Any] = [record.model_dump_json(), _succeeded_status(record).model_dump_json()]
         for field, amount in batch_usage(record).items():
             args += [field, amount]
-        return bool(self._call(self._complete_script, keys=keys, args=args))
+        return bool(self._call(self._complete_script, keys=keys, args=[*args, self.retention_s]))
 
     def fail(self, letter: DeadLetter) -> bool:
         summary = DeadLetterSummary.of(letter)
@@ -520,7 +545,7 @@ class RedisStateStore(StateStore):
         if summary.batch_id:
             keys.append(self._k(_BATCH, summary.batch_id))
         args = [letter.dead_letter_id, _pack(letter), summary.model_dump_json(), repr(letter.created_at.timestamp()),
-                _failed_status(letter).model_dump_json(), len(sets)]
+                _failed_status(letter).model_dump_json(), len(sets), self.retention_s]
         return bool(self._call(self._fail_script, keys=keys, args=args))
 
     def reopen(self, dead_letter_id: str, stage: str) -> DeadLetterSummary | None:
@@ -535,7 +560,7 @@ class RedisStateStore(StateStore):
             keys.append(self._k(_BATCH, current.batch_id))
         queued = JobStatus(job_id=current.job_id, state="queued", stage=stage)
         args = [dead_letter_id, updated.model_dump_json(), repr(current.created_at.timestamp()),
-                queued.model_dump_json()]
+                queued.model_dump_json(), self.retention_s]
         return updated if self._call(self._reopen_script, keys=keys, args=args) else None
 
     # --- dead letters ---------------------------------------------------------------------
@@ -590,8 +615,9 @@ class SqliteStateStore(StateStore):
     Dead letters have their own table: the filter columns are indexed with the creation time,
     so a page is an index range scan; ``summary`` is what a page returns, ``body`` the rest."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, retention_s: int = 0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.retention_s = retention_s
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -609,11 +635,33 @@ class SqliteStateStore(StateStore):
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS dead_letters_ts ON dead_letters (ts, id)")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS fields (ns TEXT, key TEXT, field TEXT, value TEXT,"
+            "CREATE TABLE IF NOT EXISTS fields (ns TEXT, key TEXT, field TEXT, value TEXT, ts REAL,"
             " PRIMARY KEY (ns, key, field))"
         )
+        if "ts" not in {row[1] for row in self._db.execute("PRAGMA table_info(counters)")}:  # an older file
+            self._db.execute("ALTER TABLE counters ADD COLUMN ts REAL")
+            self._db.execute("UPDATE counters SET ts = ?", (time.time(),))  # their retention starts now
         for column in ("state", "batch_id", "failure_class", "stage"):
             self._db.execute(f"CREATE INDEX IF NOT EXISTS dead_letters_{column} ON dead_letters ({column}, ts, id)")
+        self.expire()
+
+    def expire(self, now: float | None = None) -> int:
+        """Delete what is past its time (run at open: one process per file): records, statuses, batches,
+        idempotency keys and usage after the retention, checkpoints and documents after theirs. Dead
+        letters stay until resolved. Returns the rows deleted."""
+        now = time.time() if now is None else now
+        deleted = 0
+        with self._tx() as db:
+            deleted += db.execute("DELETE FROM kv WHERE ns IN (?, ?) AND ts < ?",
+                                  (_CHECKPOINT, _BLOB, now - CHECKPOINT_TTL_S)).rowcount
+            if not self.retention_s:
+                return deleted
+            cutoff = now - self.retention_s
+            marks = ", ".join("?" * len(RETAINED))
+            for table in ("kv", "counters", "fields"):  # a row untouched for the retention
+                deleted += db.execute(f"DELETE FROM {table} WHERE ns IN ({marks}) AND ts < ?",
+                                      (*RETAINED, cutoff)).rowcount
+        return deleted
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -666,9 +714,9 @@ class SqliteStateStore(StateStore):
     @staticmethod
     def _add(db: sqlite3.Connection, ns: str, key: str, field: str, amount: int) -> int:
         row = db.execute(
-            "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT (ns, key, field) DO UPDATE SET n = n + ?"
-            " RETURNING n",
-            (ns, key, field, amount, amount),
+            "INSERT INTO counters (ns, key, field, n, ts) VALUES (?, ?, ?, ?, ?) ON CONFLICT (ns, key, field)"
+            " DO UPDATE SET n = n + ?, ts = excluded.ts RETURNING n",
+            (ns, key, field, amount, time.time(), amount),
         ).fetchone()
         return int(row[0])
 
@@ -678,8 +726,10 @@ class SqliteStateStore(StateStore):
 
     def _hset(self, ns: str, key: str, mapping: dict[str, str]) -> None:
         with self._tx() as db:
-            db.executemany("INSERT INTO fields VALUES (?, ?, ?, ?) ON CONFLICT (ns, key, field) DO UPDATE SET"
-                           " value = excluded.value", [(ns, key, f, v) for f, v in mapping.items()])
+            now = time.time()
+            db.executemany("INSERT INTO fields (ns, key, field, value, ts) VALUES (?, ?, ?, ?, ?) ON CONFLICT"
+                           " (ns, key, field) DO UPDATE SET value = excluded.value, ts = excluded.ts",
+                           [(ns, key, f, v, now) for f, v in mapping.items()])
 
     def _hgetall(self, ns: str, key: str) -> dict[str, str]:
         with self._lock:

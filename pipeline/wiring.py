@@ -165,8 +165,10 @@ class Components:
 
             url = self.settings.store_url
             if url:
-                return RedisStateStore(redis_client(url, retry_s=self.settings.redis_retry_s, decode_responses=True))
-            return SqliteStateStore(Path(self.settings.data_dir) / "state.sqlite3")
+                client = redis_client(url, retry_s=self.settings.redis_retry_s, decode_responses=True)
+                return RedisStateStore(client, retention_s=self.settings.retention_s)
+            path = Path(self.settings.data_dir) / "state.sqlite3"
+            return SqliteStateStore(path, retention_s=self.settings.retention_s)
 
         return self._once("state", build)
 

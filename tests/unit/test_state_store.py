@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -347,3 +348,34 @@ def test_a_periodic_turn_goes_to_one_caller_per_interval(store: StateStore) -> N
         assert first and second, "one process per SQLite store: always its turn"
     else:
         assert (first, second) == (True, False)
+
+
+def test_records_statuses_and_batches_expire_after_the_retention_but_open_letters_stay(tmp_path: Path) -> None:
+    """Redis: every retained key carries the retention as its TTL (Lua scripts included)."""
+    client = fakeredis.FakeRedis(decode_responses=True)
+    store = RedisStateStore(client, retention_s=3600)
+    record = _record("kept-a-while", batch_id="b")
+    store.set_status(JobStatus(job_id="kept-a-while", state="running", stage="record"))
+    assert store.complete(record)
+    store.fail(_letter("failed-job", batch_id="b"))
+    store.claim_idempotency_key("t", "k", "kept-a-while")
+    ttls = {key: client.ttl(key) for key in client.keys("conveyor:*")}
+    for key in ("conveyor:record:kept-a-while", "conveyor:status:kept-a-while", "conveyor:status:failed-job",
+                "conveyor:batch:b", "conveyor:idem:t:k"):
+        assert 3500 < ttls[key] <= 3600, key
+    letters = [k for k in ttls if k.startswith("conveyor:dlq:")]
+    assert letters and all(ttls[k] == -1 for k in letters), "dead letters never expire on their own"
+
+
+def test_sqlite_expires_old_rows_at_open_and_keeps_open_letters(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    store = SqliteStateStore(path, retention_s=3600)
+    store.complete(_record("old", batch_id="b"))
+    store.fail(_letter("old-failure", batch_id="b"))
+    store.close()
+    reopened = SqliteStateStore(path, retention_s=3600)
+    assert reopened.get_record("old") is not None, "within the retention"
+    assert reopened.expire(now=time.time() + 7200) > 0
+    assert reopened.get_record("old") is None and reopened.get_status("old") is None
+    assert reopened.batch_counts("b") == {}
+    assert [dl.job_id for dl in reopened.list_dead_letters()] == ["old-failure"]
