@@ -8,6 +8,7 @@ variable is an error too: a typo must not silently fall back to a default.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from pathlib import Path
@@ -239,15 +240,26 @@ SECRET_SETTINGS = frozenset(
 )
 
 
+#: CONVEYOR_* variables that are not settings but are documented (the tests' Redis).
+NOT_SETTINGS = frozenset({"CONVEYOR_TEST_REDIS_URL"})
+
+
 def _unknown_variables(environ: dict[str, str]) -> list[str]:
+    """A typo of a setting (a close match) is an error; another service's unrelated CONVEYOR_* variable
+    is only logged, so a producer importing the client is not stopped by its neighbours' names."""
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     messages = []
     for key in sorted(environ):
         upper = key.upper()
-        if upper.startswith(ENV_PREFIX) and upper not in known:
-            close = difflib.get_close_matches(upper, known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            messages.append(f"  {key}: unknown setting{hint}")
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper in NOT_SETTINGS:
+            continue
+        # compared without the shared prefix, which would make any two names look alike
+        names = {k.removeprefix(ENV_PREFIX): k for k in known}
+        close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), names, n=1, cutoff=0.75)
+        if close:
+            messages.append(f"  {key}: unknown setting (did you mean {names[close[0]]}?)")
+        else:
+            logging.getLogger("conveyor.settings").warning("%s is not a Conveyor setting; ignored", key)
     return messages
 
 

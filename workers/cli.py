@@ -87,6 +87,7 @@ class _OneLineErrors(click.Group):
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="conveyor", prog_name="conveyor")
 def main() -> None:
     """Conveyor runs LLM work as a Celery pipeline: intent -> retrieve -> generate -> guard -> record.
 
@@ -133,8 +134,9 @@ def demo(doc_paths: tuple[Path, ...], limit: int | None, out: Path, errors_out: 
 @click.option("--intent", "intent_hint", help="Skip classification with this intent.")
 @click.option("--wait/--no-wait", default=None, help="Wait for the record (always in embedded mode).")
 @click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option("--answer-only", is_flag=True, help="Print only the answer (or the summary), not the whole record.")
 def submit(request_file: Any, text: str | None, document_id: str | None, tenant: str, intent_hint: str | None,
-           wait: bool | None, timeout: float) -> None:
+           wait: bool | None, timeout: float, answer_only: bool) -> None:
     """Submit one job, from a JSON request (file or '-') or from options. Prints the job id."""
     from workers.client import JobFailed, parse_request
 
@@ -154,12 +156,18 @@ def submit(request_file: Any, text: str | None, document_id: str | None, tenant:
     must_wait = settings.embedded or bool(wait)
     with _runtime(settings, need_worker=settings.embedded) as rt:
         job_id = rt.client.submit(request)
-        click.echo(job_id)
-        if must_wait:
+        if not answer_only:
+            click.echo(job_id)
+        if must_wait or answer_only:
             try:
-                _echo_json(rt.client.result(job_id, timeout=timeout).model_dump(mode="json"))
-            except JobFailed as exc:
+                record = rt.client.result(job_id, timeout=timeout)
+            except (JobFailed, TimeoutError) as exc:
                 raise click.ClickException(str(exc)) from exc
+            if answer_only:
+                output = record.output
+                click.echo(output.get("answer") or output.get("summary") or json.dumps(output, ensure_ascii=False))
+            else:
+                _echo_json(record.model_dump(mode="json"))
 
 
 @main.command()
@@ -194,11 +202,11 @@ def result(job_id: str, timeout: float) -> None:
 @click.option("--pool", "-P", default="prefork", show_default=True,
               type=click.Choice(["prefork", "threads", "solo"]), help="threads for I/O-bound queues (llm).")
 @click.option("--concurrency", "-c", type=int, default=None, help="Processes or threads (default: cores).")
-@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option("--loglevel", "-l", default=None, help="Default: CONVEYOR_LOG_LEVEL (INFO).")
 @click.option("--hostname", "-n", default=None,
               help="Node name, e.g. llm@%h (default: the queues and a random suffix, e.g. llm-3f9a1c@%h).")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(queues: str, pool: str, concurrency: int | None, loglevel: str, hostname: str | None,
+def worker(queues: str, pool: str, concurrency: int | None, loglevel: str | None, hostname: str | None,
            celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker for some queues (distributed mode).
 
@@ -219,7 +227,7 @@ def worker(queues: str, pool: str, concurrency: int | None, loglevel: str, hostn
         from workers.signals import warm_up_worker
 
         warm_up_worker(app)
-    argv = ["worker", "-Q", queues, "-P", pool, "-l", loglevel, "-E"]
+    argv = ["worker", "-Q", queues, "-P", pool, "-l", loglevel or settings.log_level, "-E"]
     if concurrency:
         argv += ["-c", str(concurrency)]
     # unique by default: workers that share a node name look like one worker to Flower and `inspect`
@@ -502,6 +510,37 @@ def _wait_for_replays(rt: Any, job_ids: list[str], timeout: float) -> None:
 
 
 # --- operations -------------------------------------------------------------------------------
+@main.command("config")
+@click.option("--json", "as_json", is_flag=True)
+def config_(as_json: bool) -> None:
+    """The effective settings (environment and defaults), secrets masked."""
+    from pipeline.settings import ENV_PREFIX
+
+    settings = _settings()
+    shown = {ENV_PREFIX + name.upper(): value for name, value in settings.model_dump(mode="json").items()}
+    for name, field in type(settings).model_fields.items():
+        if "SecretStr" in repr(field.annotation) and getattr(settings, name) is not None:
+            shown[ENV_PREFIX + name.upper()] = "**********"
+    for name in ("CONVEYOR_BROKER_URL", "CONVEYOR_REDIS_URL"):  # a password inside a URL
+        if shown.get(name):
+            from kombu.utils.url import maybe_sanitize_url
+
+            shown[name] = maybe_sanitize_url(str(shown[name]))
+    if as_json:
+        _echo_json(shown)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="effective settings")
+    table.add_column("variable")
+    table.add_column("value")
+    for name, value in shown.items():
+        table.add_row(name, json.dumps(value) if not isinstance(value, str) else value)
+    Console().print(table)
+
+
+
 @main.command()
 @click.option("--older-than", type=_Age(), default=None,
               help="A job whose status has not moved for this long is stalled; keep it above the longest "

@@ -43,3 +43,13 @@ def test_store_url_follows_a_redis_broker(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("CONVEYOR_BROKER_URL", "redis://127.0.0.1:6379/3")
     s = load_settings()
     assert not s.embedded and s.store_url == "redis://127.0.0.1:6379/3"
+
+
+def test_an_unrelated_variable_is_ignored_and_the_tests_redis_is_accepted(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    monkeypatch.setenv("CONVEYOR_DEPLOY_COLOR", "blue")  # another service's, nothing like a setting
+    settings = load_settings()
+    assert settings.embedded
+    assert "CONVEYOR_DEPLOY_COLOR is not a Conveyor setting" in caplog.text
+    assert "CONVEYOR_TEST_REDIS_URL" not in caplog.text
