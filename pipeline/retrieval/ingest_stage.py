@@ -44,13 +44,17 @@ class IngestStage:
     def __call__(self, msg: IngestRequest) -> JobRequest:
         doc, request = msg.document, msg.request
         raw = self.blobs.get_blob(doc.sha256)
+        assert request.document_id is not None  # IngestRequest's validator
+        if raw is None and self.store.has_document(request.tenant, request.document_id):
+            # a redelivery after this stage had run (the bytes are released once ingested): go on
+            log.warning("%s: already ingested and its bytes released; not ingested again", doc.name)
+            return request
         if raw is None:
             raise InvalidInput(f"{doc.name}: the document's bytes are no longer stored (expired or removed); "
                                "submit the batch again to resend them")
         if hashlib.sha256(raw).hexdigest() != doc.sha256:
             raise ProviderUnavailable(f"{doc.name}: stored bytes do not match their sha256 (a partial write?)")
         text = parse_document(doc.name, raw)
-        assert request.document_id is not None  # IngestRequest's validator
         report = ingest_text(request.document_id, text, tenant=request.tenant, store=self.store,
                              embedder=self.embedder, max_tokens=self.max_tokens, overlap=self.overlap)
         log.info("ingested %s: %d chunks (%d embedded, %d unchanged, %d removed)", doc.name,

@@ -32,12 +32,13 @@ def conveyor(args: list[str], env: dict[str, str], timeout: float = 300) -> subp
                           text=True, timeout=timeout, check=False)
 
 
-def _contracts(folder: Path, n: int, *, tag: bool = False) -> list[Path]:
-    """``n`` contracts from the shipped samples, each made distinct (and tagged for the fake server)."""
+def _contracts(folder: Path, n: int, *, tag: bool = False, chars: int | None = None) -> list[Path]:
+    """``n`` contracts from the shipped samples, each made distinct (and tagged for the fake server);
+    ``chars`` keeps only their opening (fewer chunks to embed)."""
     samples = sample_contracts()
     paths = []
     for i in range(n):
-        text = samples[i % len(samples)].read_text(encoding="utf-8")
+        text = samples[i % len(samples)].read_text(encoding="utf-8")[:chars]
         marker = f"[ref:doc-{i}]" if tag else f"Copy {i}."
         path = folder / f"c{i:02d}.md"
         path.write_text(text.replace("\n", f"\n\n{marker}\n", 1), encoding="utf-8")

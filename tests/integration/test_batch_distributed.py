@@ -37,7 +37,7 @@ def _cli(cluster: chaos.Cluster, *args: str) -> subprocess.CompletedProcess[str]
 def test_a_client_killed_mid_submission_is_resumed_by_submitting_again(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
-    _contracts(docs, 120, tag=True)
+    _contracts(docs, 120, tag=True, chars=1500)
     # the fake model's summaries quote chunk headers, which grounding may refuse: this test counts calls
     grounding = {"CONVEYOR_GUARD_POLICY": '{"grounding": "flag"}'}
     with chaos.environment(llm_latency_s=0.0, extra_env=grounding) as (_server, cluster):
@@ -70,7 +70,7 @@ def test_a_client_killed_mid_submission_is_resumed_by_submitting_again(tmp_path:
 def test_a_cancelled_batch_runs_no_queued_item_and_resumes_on_retry(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
-    _contracts(docs, 8, tag=True)
+    _contracts(docs, 8, tag=True, chars=1500)
     # no worker takes ingest yet: every item is queued when the batch is cancelled
     workers = (chaos.WorkerSpec("front", "intent,retrieve", "threads", 2), *chaos.DEFAULT_WORKERS[1:])
     grounding = {"CONVEYOR_GUARD_POLICY": '{"grounding": "flag"}'}
