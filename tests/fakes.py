@@ -41,17 +41,23 @@ class InMemoryVectorStore:
         self.dim = dim
         self._points: dict[str, _Point] = {}
         self._lock = threading.Lock()
+        self._hashes: dict[tuple[str, str], str] = {}
         self.ensured = False
 
     def ensure_collection(self) -> None:
         self.ensured = True
 
     def upsert_document(
-        self, tenant: str, doc_id: str, chunks: Sequence[Chunk], vectors: np.ndarray
+        self, tenant: str, doc_id: str, chunks: Sequence[Chunk], vectors: np.ndarray, *,
+        content_sha256: str | None = None,
     ) -> UpsertReport:
         vectors = np.asarray(vectors, dtype=np.float32)
         check_upsert_args(tenant, doc_id, chunks, vectors, self.dim)
         with self._lock:
+            if chunks and content_sha256 is not None:
+                self._hashes[(tenant, doc_id)] = content_sha256
+            else:
+                self._hashes.pop((tenant, doc_id), None)
             existing = {
                 pid for pid, p in self._points.items() if p.tenant == tenant and p.chunk.doc_id == doc_id
             }
@@ -93,6 +99,10 @@ class InMemoryVectorStore:
         with self._lock:
             points = [p for p in self._points.values() if p.tenant == tenant and p.chunk.doc_id == doc_id]
         return sorted((_hit(p, 0.0) for p in points), key=lambda h: h.position)
+
+    def document_hash(self, tenant: str, doc_id: str) -> str | None:
+        with self._lock:
+            return self._hashes.get((tenant, doc_id))
 
     def has_document(self, tenant: str, doc_id: str) -> bool:
         with self._lock:

@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.errors import InternalError, InvalidInput
 from pipeline.retrieval.chunking import chunk_document
 from pipeline.retrieval.embeddings import Embedder
-from pipeline.retrieval.vectorstore import ManifestStore, UpsertReport, VectorStore
+from pipeline.retrieval.vectorstore import UpsertReport, VectorStore
 from pipeline.text import strip_markup
 
 TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".html", ".htm"})
@@ -172,9 +172,7 @@ def ingest_text(
     vectors = np.zeros((len(chunks), store.dim), dtype=np.float32)
     if todo:
         vectors[todo] = embedder.embed([chunks[i].text for i in todo])
-    if isinstance(store, ManifestStore):
-        return store.upsert_document(tenant, doc_id, chunks, vectors, content_sha256=text_sha256(text))
-    return store.upsert_document(tenant, doc_id, chunks, vectors)
+    return store.upsert_document(tenant, doc_id, chunks, vectors, content_sha256=text_sha256(text))
 
 
 def ingest_paths(

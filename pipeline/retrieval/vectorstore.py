@@ -87,7 +87,8 @@ class VectorStore(Protocol):
     def ensure_collection(self) -> None: ...
 
     def upsert_document(
-        self, tenant: str, doc_id: str, chunks: Sequence[Chunk], vectors: np.ndarray
+        self, tenant: str, doc_id: str, chunks: Sequence[Chunk], vectors: np.ndarray, *,
+        content_sha256: str | None = None,
     ) -> UpsertReport: ...
 
     def search(
@@ -104,24 +105,10 @@ class VectorStore(Protocol):
 
     def has_document(self, tenant: str, doc_id: str) -> bool: ...
 
+    def document_hash(self, tenant: str, doc_id: str) -> str | None:
+        """The ``content_sha256`` the document was last stored with (None: unknown or absent)."""
+
     def list_documents(self, tenant: str | None = None) -> list[str]: ...
-
-
-@runtime_checkable
-class ManifestStore(Protocol):
-    """A store that keeps a content hash per document (``QdrantVectorStore`` does)."""
-
-    def upsert_document(
-        self,
-        tenant: str,
-        doc_id: str,
-        chunks: Sequence[Chunk],
-        vectors: np.ndarray,
-        *,
-        content_sha256: str | None = None,
-    ) -> UpsertReport: ...
-
-    def document_hash(self, tenant: str, doc_id: str) -> str | None: ...
 
 
 def point_id(tenant: str, chunk_id: str) -> str:

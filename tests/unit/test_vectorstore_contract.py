@@ -25,7 +25,6 @@ from pipeline.errors import (
 )
 from pipeline.retrieval.chunking import Chunk, chunk_id_for, content_hash_of
 from pipeline.retrieval.vectorstore import (
-    ManifestStore,
     QdrantVectorStore,
     UpsertReport,
     VectorStore,
@@ -377,7 +376,7 @@ class TestDocumentScopedPaths:
         assert best.text == "second" and best.score == pytest.approx(1.0, abs=1e-5)
 
     def test_document_hash_is_kept_in_the_manifest(self, qdrant: QdrantVectorStore) -> None:
-        assert isinstance(qdrant, ManifestStore)
+        assert isinstance(qdrant, VectorStore)
         chunks = make_chunks("doc", ["a", "b"])
         assert qdrant.document_hash("t1", "doc") is None
         qdrant.upsert_document("t1", "doc", chunks, vectors_for(2), content_sha256="h1")
