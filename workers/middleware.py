@@ -8,7 +8,8 @@ and owns one concern. ``default_middleware(settings)`` lists them outermost firs
     RequeueOnSignal  ``Requeue``: back on the stage's queue with its countdown, retries untouched
     StageRetry       a RetryableError with retries left: Celery retry, capped jittered backoff
     ValidatePayload  JSON -> the stage's input model, or InvalidInput
-    SkipFinished     a job that already has a record is acknowledged and not run again
+    SkipFinished     a job that already has a record, or a stage the job has moved past, is
+                     acknowledged and not run again
     StopCancelled    a job of a cancelled batch that has not started (ingest, intent) ends as a
                      ``cancelled`` dead letter; one that is past them finishes
     TrackStatus      the job's status says running, at this stage and attempt; the output is
@@ -52,7 +53,7 @@ from pipeline.errors import (
 from pipeline.settings import Settings
 from pipeline.wiring import Components
 from schemas import Completion, GenerationResult, JobRequest, JobStatus, StageMessage, StageSpec, Usage
-from schemas.pipeline import next_stage
+from schemas.pipeline import STAGES, next_stage
 from workers.chain import send_job
 from workers.deadletters import original_request, write_dead_letter
 from workers.logcontext import log_context
@@ -179,11 +180,18 @@ class ValidatePayload:
 
 
 class SkipFinished:
-    """A redelivered or replayed message of a finished job: ack it, run nothing, bill nothing."""
+    """A redelivered or replayed message of a finished job, or of a stage the job has already moved
+    past (its ack was lost with a connection: the checkpoint names a later stage): ack it, run
+    nothing, bill nothing."""
 
     def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
-        if delivery.components.state.has_record(delivery.request.job_id):
+        state, job_id = delivery.components.state, delivery.request.job_id
+        if state.has_record(job_id):
             log.info("job already has a record: skipped")
+            raise Ignore()
+        found = state.get_checkpoint(job_id)
+        if found is not None and found[0] in STAGES and STAGES.index(found[0]) > STAGES.index(delivery.spec.name):
+            log.info("stage already done (the job is at %s): skipped", found[0])
             raise Ignore()
         return call_next(delivery)
 

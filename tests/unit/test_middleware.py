@@ -35,6 +35,7 @@ from workers.middleware import (
     Delivery,
     LogContext,
     RequeueOnSignal,
+    SkipFinished,
     StageRetry,
     Timing,
     TrackStatus,
@@ -157,6 +158,22 @@ def test_track_status_marks_the_job_running_at_this_stage_and_attempt(state: Sql
     TrackStatus()(delivery(state, task=FakeTask(retries=2)), returning(intent_result()))
     status = state.get_status(REQUEST.job_id)
     assert status is not None and (status.state, status.stage, status.attempts) == ("running", "intent", 3)
+
+
+def test_skip_finished_acks_a_stage_the_job_has_moved_past_and_runs_the_current_one(state: SqliteStateStore) -> None:
+    ran: list[str] = []
+
+    def run(d: Delivery) -> BaseModel:
+        ran.append(d.spec.name)
+        return intent_result()
+
+    state.checkpoint(REQUEST.job_id, "generate", {"request": REQUEST.model_dump(mode="json")})
+    with pytest.raises(Ignore):  # intent finished, its ack was lost: the job is at generate already
+        SkipFinished()(delivery(state), run)
+    assert ran == []
+    state.checkpoint(REQUEST.job_id, "intent", REQUEST.model_dump(mode="json"))
+    SkipFinished()(delivery(state), run)  # a replay or a retry at the stage the job is at runs
+    assert ran == ["intent"]
 
 
 def test_stage_retry_retries_retryable_errors_with_backoff_until_the_budget_is_spent(state: SqliteStateStore) -> None:
