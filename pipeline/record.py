@@ -19,6 +19,8 @@ def build_record(msg: GuardResult) -> JobRecord:
         intent=msg.intent,
         intent_confidence=msg.intent_confidence,
         chunks_used=msg.chunks_used,
+        quarantined_chunks=msg.quarantined_chunks,
+        request_flags=msg.request_flags,
         output=msg.output,
         provider=c.provider,
         model=c.model,

@@ -184,6 +184,10 @@ class JobRecord(BaseModel):
     intent: Intent
     intent_confidence: float
     chunks_used: list[str]
+    quarantined_chunks: list[str] = Field(
+        default_factory=list, description="retrieved chunks withheld from the prompt (injected instructions)")
+    request_flags: list[str] = Field(
+        default_factory=list, description="guard findings on the request that the tenant's policy let through")
     output: dict[str, Any]
     provider: str
     model: str

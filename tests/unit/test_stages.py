@@ -121,6 +121,9 @@ def test_chunks_carrying_injections_are_quarantined(stages: Stages) -> None:
                                                    tenant="t", intent_hint="summarize")))
     assert len(out.quarantined_chunks) == 1
     assert all("AI assistants" not in c.text for c in out.chunks)
+    # and the record says what was withheld, for the operator
+    record = stages.record(stages.guard(stages.generate(out)))
+    assert record.quarantined_chunks == out.quarantined_chunks and record.request_flags == []
 
 
 def test_extractive_generation_is_labelled_and_grounded(stages: Stages) -> None:
