@@ -16,6 +16,9 @@ from workers.middleware import Delivery, Handler, compose, default_middleware
 from workers.runtime import components_for, settings_for
 
 _HANDLER_ATTR = "_conveyor_stage_handler"
+#: a task that returns its argument: the bare Celery chain a benchmark compares the pipeline with
+#: (``scripts/bench_batch.py``); no stage, no middleware, routed to whatever queue the caller names.
+NOOP_TASK = "conveyor.noop"
 
 
 class StageTask(Task):
@@ -42,8 +45,14 @@ def execute_stage(task: StageTask, payload: Any) -> dict[str, Any]:
     return result
 
 
+def noop(payload: Any) -> Any:
+    return payload
+
+
 def register_stage_tasks(celery: Celery) -> None:
-    """Register one task per stage on an app, under the stage table's public names."""
+    """Register one task per stage on an app, under the stage table's public names (and ``NOOP_TASK``)."""
+    if NOOP_TASK not in celery.tasks:
+        celery.task(name=NOOP_TASK)(noop)
     for spec in PIPELINE:
         if spec.task in celery.tasks:
             continue
