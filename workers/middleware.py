@@ -205,16 +205,21 @@ class StopCancelled:
 
     def __init__(self, ttl_s: float = 1.0) -> None:
         self.ttl_s = ttl_s
-        self._seen: dict[str, tuple[float, bool]] = {}
+        self._seen: dict[str, tuple[float, bool]] = {}  # batch id -> (when read, cancelled)
 
     def cancelled(self, delivery: Delivery, batch_id: str) -> bool:
+        """Only "still running" is remembered (a cancel takes effect within ttl_s): a batch resumed after
+        a cancel must not have its items cancelled again from a stale memory."""
         now = time.monotonic()
         seen = self._seen.get(batch_id)
-        if seen is None or now - seen[0] > self.ttl_s:
-            info = delivery.components.state.get_batch(batch_id)
-            seen = (now, info is not None and info.state == "cancelled")
-            self._seen[batch_id] = seen
-        return seen[1]
+        if seen is not None and now - seen[0] <= self.ttl_s:
+            return False
+        info = delivery.components.state.get_batch(batch_id)
+        if info is not None and info.state == "cancelled":
+            self._seen.pop(batch_id, None)
+            return True
+        self._seen[batch_id] = (now, False)
+        return False
 
     def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
         batch_id = delivery.request.batch_id

@@ -37,6 +37,7 @@ from workers.middleware import (
     RequeueOnSignal,
     SkipFinished,
     StageRetry,
+    StopCancelled,
     Timing,
     TrackStatus,
     TranslateErrors,
@@ -174,6 +175,34 @@ def test_skip_finished_acks_a_stage_the_job_has_moved_past_and_runs_the_current_
     state.checkpoint(REQUEST.job_id, "intent", REQUEST.model_dump(mode="json"))
     SkipFinished()(delivery(state), run)  # a replay or a retry at the stage the job is at runs
     assert ran == ["intent"]
+
+
+def test_stop_cancelled_stops_a_cancelled_batch_s_first_stages_and_forgets_the_cancel_on_resume(
+        state: SqliteStateStore) -> None:
+    from pipeline.errors import Cancelled
+    from schemas.batch import BatchInfo
+
+    request = REQUEST.model_copy(update={"batch_id": "b1"})
+    info = BatchInfo(batch_id="b1", source="x")
+    state.put_batch(info)
+    stop = StopCancelled(ttl_s=60)
+    done = returning(intent_result())
+    stop(delivery(state, request.model_dump(mode="json")), done)  # running: the item runs
+    state.put_batch(info.model_copy(update={"state": "cancelled"}))
+    stop(delivery(state, request.model_dump(mode="json")), done)  # "running" remembered for ttl_s
+    with pytest.raises(Cancelled):
+        StopCancelled(ttl_s=60)(delivery(state, request.model_dump(mode="json")), done)
+    fresh = StopCancelled(ttl_s=60)
+    with pytest.raises(Cancelled):
+        fresh(delivery(state, request.model_dump(mode="json")), done)
+    state.put_batch(info)  # resumed: the very next item runs, nothing stale is remembered
+    fresh(delivery(state, request.model_dump(mode="json")), done)
+    later = GENERATE
+    cancelled_again = info.model_copy(update={"state": "cancelled"})
+    state.put_batch(cancelled_again)
+    StopCancelled()(delivery(state, {"request": request.model_dump(mode="json"), "intent": "question",
+                                     "intent_confidence": 1.0, "intent_method": "hint"}, spec=later),
+                    done)  # past its first stages an item finishes
 
 
 def test_stage_retry_retries_retryable_errors_with_backoff_until_the_budget_is_spent(state: SqliteStateStore) -> None:
