@@ -108,12 +108,6 @@ def test_a_job_that_kills_its_worker_every_time_stops_at_the_delivery_limit() ->
 
 
 # --- the same faults on the RabbitMQ broker (quorum queues) ------------------------------------
-def test_rabbitmq_sigkill_of_llm_pool_children_loses_nothing(rabbitmq: str) -> None:
-    result = chaos.kill_llm_children(broker=rabbitmq, jobs=40, kills=3)
-    _assert_nothing_lost(result)
-    assert result["records"] == result["jobs"] and result["double_billed"] <= result["kills"], result
-
-
 def test_rabbitmq_a_killed_worker_s_jobs_come_back_at_once(rabbitmq: str) -> None:
     result = chaos.kill_whole_worker(broker=rabbitmq, jobs=30)
     _assert_nothing_lost(result)

@@ -31,7 +31,7 @@ from workers.runtime import release_components
 pytestmark = pytest.mark.integration
 
 WORKERS = [
-    ("front", "intent,retrieve", "threads", "4"),
+    ("front", "ingest,intent,retrieve", "threads", "4"),
     ("llm", "llm", "threads", "8"),
     ("back", "guard,record", "prefork", "2"),
 ]

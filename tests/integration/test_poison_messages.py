@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 WORKERS = [
     ("intent-threads", "intent,llm", "threads", "2"),
     ("intent-prefork", "intent,record", "prefork", "1"),
-    ("rest", "retrieve,guard", "threads", "2"),
+    ("rest", "ingest,retrieve,guard", "threads", "2"),
 ]
 
 
