@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from pipeline.settings import load_settings
-from schemas import PIPELINE, JobRequest
+from schemas import JobRequest
 from schemas.pipeline import stages_from
 from scripts.fake_openai_server import FakeOpenAIServer
 from tests.conftest import REPO
@@ -201,7 +201,7 @@ def test_flower_sees_job_ids_never_request_text_chunks_or_results(redis_url: str
     assert record.output and str(record.output.get("summary", ""))[:40] not in seen
     # what Flower does hold: the job's ids, per stage, for arguments and results alike
     by_name = {t["name"]: t for t in tasks.values() if t.get("state") == "SUCCESS"}
-    for spec in PIPELINE:
+    for spec in stages_from("intent"):
         task = by_name[spec.task]
         ids = f"job {job_id} stage={spec.name} batch=canary-batch"
         assert (task["args"], task["kwargs"], task["result"]) == (f"(<{ids}>)", "{}", f"<output of {ids}>"), task
