@@ -49,6 +49,7 @@ _IDEM = "idem"
 _BATCH = "batch"
 _USAGE = "usage"
 _CHECKPOINT = "checkpoint"
+_SENT = "sent"
 _BLOB = "blob"
 _BLOB_REFS = "blobrefs"
 _BATCH_INFO = "batchinfo"
@@ -262,6 +263,15 @@ class StateStore(ABC):
     def checkpoint(self, job_id: str, stage: str, payload: Any) -> None:
         """The input of the stage the job is entering, so ``reconcile`` can re-enqueue it there."""
         self._put(_CHECKPOINT, job_id, json.dumps({"stage": stage, "payload": payload}), CHECKPOINT_TTL_S)
+
+    def mark_sent(self, job_id: str, stage: str) -> None:
+        """The message that enters ``stage`` has left (written after the publish, never before)."""
+        self._put(_SENT, f"{job_id}:{stage}", "1", CHECKPOINT_TTL_S)
+
+    def was_sent(self, job_id: str, stage: str) -> bool:
+        """Whether a message entering ``stage`` was published: a checkpoint alone does not say so (a
+        worker killed between its checkpoint and its publish leaves a checkpoint and no message)."""
+        return self._exists(_SENT, f"{job_id}:{stage}")
 
     def get_checkpoint(self, job_id: str) -> tuple[str, Any] | None:
         raw = self._get(_CHECKPOINT, job_id)
@@ -652,8 +662,8 @@ class SqliteStateStore(StateStore):
         now = time.time() if now is None else now
         deleted = 0
         with self._tx() as db:
-            deleted += db.execute("DELETE FROM kv WHERE ns IN (?, ?) AND ts < ?",
-                                  (_CHECKPOINT, _BLOB, now - CHECKPOINT_TTL_S)).rowcount
+            deleted += db.execute("DELETE FROM kv WHERE ns IN (?, ?, ?) AND ts < ?",
+                                  (_CHECKPOINT, _SENT, _BLOB, now - CHECKPOINT_TTL_S)).rowcount
             if not self.retention_s:
                 return deleted
             cutoff = now - self.retention_s

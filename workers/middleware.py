@@ -181,8 +181,12 @@ class ValidatePayload:
 
 class SkipFinished:
     """A redelivered or replayed message of a finished job, or of a stage the job has already moved
-    past (its ack was lost with a connection: the checkpoint names a later stage): ack it, run
-    nothing, bill nothing."""
+    past (the checkpoint names a later stage): ack it, run nothing, bill nothing.
+
+    A later checkpoint is written before the next stage's message is published, so it alone does
+    not prove that message exists: a worker killed between the two leaves a checkpoint and no
+    message. The store's ``sent`` mark (written after the publish, ``StageTask.on_success``)
+    tells the two apart; without it the next stage is published from the checkpoint here."""
 
     def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
         state, job_id = delivery.components.state, delivery.request.job_id
@@ -191,7 +195,13 @@ class SkipFinished:
             raise Ignore()
         found = state.get_checkpoint(job_id)
         if found is not None and found[0] in STAGES and STAGES.index(found[0]) > STAGES.index(delivery.spec.name):
-            log.info("stage already done (the job is at %s): skipped", found[0])
+            stage, payload = found
+            if state.was_sent(job_id, stage):
+                log.info("stage already done (the job is at %s): skipped", stage)
+            else:
+                send_job(delivery.task.app, payload, start=stage)
+                state.mark_sent(job_id, stage)
+                log.warning("stage already done but its output never left: %s published from the checkpoint", stage)
             raise Ignore()
         return call_next(delivery)
 

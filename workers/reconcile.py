@@ -59,6 +59,7 @@ def reconcile(app: Any, state: StateStore, *, older_than: timedelta, dry_run: bo
         report.requeued.append(job_id)
         if not dry_run:
             send_job(app, payload, start=stage)  # first: a failed publish leaves the job as it was
+            state.mark_sent(job_id, stage)
             state.set_status(JobStatus(job_id=job_id, state="queued", stage=stage, attempts=status.attempts))
             log.warning("job %s stalled at %s since %s: re-enqueued", job_id, stage, status.updated_at)
     return report

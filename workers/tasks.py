@@ -7,13 +7,19 @@ callable built by ``pipeline/wiring.py``, testable without Celery.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, Task
 
+from pipeline.errors import ConveyorError
 from schemas import PIPELINE, StageSpec
+from schemas.pipeline import next_stage
+from workers.deadletters import original_request
 from workers.middleware import Delivery, Handler, compose, default_middleware
 from workers.runtime import components_for, settings_for
+
+log = logging.getLogger("conveyor.tasks")
 
 _HANDLER_ATTR = "_conveyor_stage_handler"
 #: a task that returns its argument: the bare Celery chain a benchmark compares the pipeline with
@@ -28,6 +34,18 @@ class StageTask(Task):
     spec: StageSpec
     acks_late = True
     reject_on_worker_lost = True
+
+    def on_success(self, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Celery calls this after it published the next stage's message: mark it sent (``SkipFinished``)."""
+        following = next_stage(self.spec)
+        if following is not None and args:
+            job_id = original_request(self.spec.name, args[0]).get("job_id")
+            if not job_id:
+                return
+            try:
+                components_for(self.app).state.mark_sent(str(job_id), following.name)
+            except ConveyorError as exc:  # the store is away: a redelivery would publish the next stage again
+                log.warning("could not mark %s sent for job %s: %s", following.name, job_id, exc)
 
 
 def handler_for(app: Celery) -> Handler:

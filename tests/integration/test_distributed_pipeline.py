@@ -163,6 +163,8 @@ def test_fifty_jobs_through_real_workers(cluster: dict[str, Any]) -> None:
     assert sum(r.intent.value == "summarize" for r in records) >= 10
     assert client.state.batch_counts("it-batch") == {"submitted": 50, "succeeded": 50}
     assert client.status(job_ids[0]).state == "succeeded"
+    # each stage marked its next stage's message sent after Celery published it (SkipFinished reads it)
+    assert all(client.state.was_sent(job_ids[0], stage) for stage in ("retrieve", "generate", "guard", "record"))
     _assert_worker_logs_carry_ids_and_no_payloads(cluster["data_dir"], job_ids)
 
 

@@ -161,7 +161,10 @@ def test_track_status_marks_the_job_running_at_this_stage_and_attempt(state: Sql
     assert status is not None and (status.state, status.stage, status.attempts) == ("running", "intent", 3)
 
 
-def test_skip_finished_acks_a_stage_the_job_has_moved_past_and_runs_the_current_one(state: SqliteStateStore) -> None:
+def test_skip_finished_acks_a_stage_the_job_has_moved_past_and_runs_the_current_one(
+        tmp_path: Path, state: SqliteStateStore) -> None:
+    app = create_app(load_settings(data_dir=tmp_path))
+    drain_queue(app, "llm")
     ran: list[str] = []
 
     def run(d: Delivery) -> BaseModel:
@@ -169,12 +172,34 @@ def test_skip_finished_acks_a_stage_the_job_has_moved_past_and_runs_the_current_
         return intent_result()
 
     state.checkpoint(REQUEST.job_id, "generate", {"request": REQUEST.model_dump(mode="json")})
+    state.mark_sent(REQUEST.job_id, "generate")
     with pytest.raises(Ignore):  # intent finished, its ack was lost: the job is at generate already
-        SkipFinished()(delivery(state), run)
-    assert ran == []
+        SkipFinished()(delivery(state, task=FakeTask(app=app)), run)
+    assert ran == [] and drain_queue(app, "llm") == [], "the generate message left: nothing is sent again"
     state.checkpoint(REQUEST.job_id, "intent", REQUEST.model_dump(mode="json"))
     SkipFinished()(delivery(state), run)  # a replay or a retry at the stage the job is at runs
     assert ran == ["intent"]
+
+
+def test_skip_finished_publishes_a_checkpoint_whose_message_never_left(
+        tmp_path: Path, state: SqliteStateStore) -> None:
+    """A worker killed after its checkpoint and before its publish: the redelivered stage does not run
+    again (no second bill) and the job is not lost either: the next stage goes out from the checkpoint."""
+    app = create_app(load_settings(data_dir=tmp_path))
+    drain_queue(app, "llm")
+    checkpointed = {"request": REQUEST.model_dump(mode="json"), "marker": "from-the-checkpoint"}
+    state.checkpoint(REQUEST.job_id, "generate", checkpointed)
+    ran: list[str] = []
+    with pytest.raises(Ignore):
+        SkipFinished()(delivery(state, task=FakeTask(app=app)), lambda d: ran.append("intent") or intent_result())
+    assert ran == []
+    (message,) = drain_queue(app, "llm")
+    args, _kwargs, _embed = message.decode()
+    assert message.headers["task"] == "conveyor.generate" and args == [checkpointed]
+    assert state.was_sent(REQUEST.job_id, "generate")
+    with pytest.raises(Ignore):  # a second redelivery finds the mark: nothing more is published
+        SkipFinished()(delivery(state, task=FakeTask(app=app)), lambda d: intent_result())
+    assert drain_queue(app, "llm") == []
 
 
 def test_stop_cancelled_stops_a_cancelled_batch_s_first_stages_and_forgets_the_cancel_on_resume(
