@@ -27,6 +27,7 @@ def build_record(msg: GuardResult) -> JobRecord:
         prompt_version=c.prompt_version,
         usage=c.usage,
         cost_usd=c.cost_usd,
+        unpriced_models=c.unpriced_models,
         llm_calls=c.llm_calls,
         cached=c.cached,
         guard=msg.guard,

@@ -48,6 +48,15 @@ class GuardPolicy(BaseModel):
     blocklist_patterns: list[str] = Field(default_factory=list)
 
 
+class LLMPrice(BaseModel):
+    """A model's price in USD per one million tokens (CONVEYOR_LLM_PRICES)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_1m: float = Field(ge=0, description="USD per 1M prompt tokens")
+    output_per_1m: float = Field(ge=0, description="USD per 1M completion tokens")
+
+
 _BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "memory")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -124,6 +133,11 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="a call waits this long for its slot, else the job is re-queued"
     )
     llm_cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=0, description="0 disables the response cache")
+    llm_prices: dict[str, LLMPrice] = Field(
+        default_factory=dict,
+        description='JSON {"model": {"input_per_1m": USD, "output_per_1m": USD}}: overrides or adds to the '
+        "genai-prices table; a model priced by neither has cost_usd null",
+    )
 
     # --- reliability ------------------------------------------------------------------
     stage_max_retries: int = Field(default=4, ge=0, le=20, description="Celery retries per stage")
@@ -177,6 +191,11 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = Field(default=None, description="enables Sentry in every worker process")
     sentry_environment: str = Field(default="development", description="Sentry environment tag")
     flower_basic_auth: SecretStr | None = Field(default=None, description="user:password for Flower")
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="conveyor worker serves Prometheus metrics on this port, all interfaces (--metrics-port); "
+        "unset = off",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -57,13 +57,16 @@ _BATCH_ITEMS = "batchitems"
 #: what expires after the retention time (CONVEYOR_RETENTION_S); dead letters stay until resolved
 RETAINED = frozenset({_RECORD, _STATUS, _IDEM, _BATCH, _BATCH_INFO, _BATCH_ITEMS, _USAGE})
 #: a batch's usage counters, added up atomically with each of its records
-BATCH_USAGE_FIELDS = ("llm_calls", "prompt_tokens", "completion_tokens", "cost_micro_usd")
+BATCH_USAGE_FIELDS = ("llm_calls", "prompt_tokens", "completion_tokens", "cost_micro_usd", "unpriced_jobs")
 
 
 def batch_usage(record: JobRecord) -> dict[str, int]:
-    """What the record adds to its batch's bill (fields that are zero are left out)."""
+    """What the record adds to its batch's bill (fields that are zero are left out). A record whose
+    cost is unknown (``cost_usd`` None: a model with no known price) counts in ``unpriced_jobs``, not as $0."""
     usage = {"llm_calls": record.llm_calls, "prompt_tokens": record.usage.prompt_tokens,
-             "completion_tokens": record.usage.completion_tokens, "cost_micro_usd": round(record.cost_usd * 1_000_000)}
+             "completion_tokens": record.usage.completion_tokens,
+             "cost_micro_usd": round((record.cost_usd or 0.0) * 1_000_000),
+             "unpriced_jobs": int(record.cost_usd is None)}
     return {k: v for k, v in usage.items() if v}
 #: a checkpoint outlives any sane stage run; Redis forgets it after this long.
 CHECKPOINT_TTL_S = 7 * 24 * 3600

@@ -21,6 +21,7 @@ from schemas import StageSpec
 from schemas.pipeline import GENERATE, GUARD, INGEST, INTENT, RECORD, RETRIEVE, stages_for_queues
 
 if TYPE_CHECKING:
+    from pipeline.generation.llm.base import CallObserver
     from pipeline.generation.stage import Generator
     from pipeline.intent.classifier import IntentClassifier
     from pipeline.retrieval.embeddings import Embedder
@@ -65,10 +66,14 @@ class Stage(Protocol):
 
 
 class Components:
-    """The clients and stages of one process, built lazily from one ``Settings``."""
+    """The clients and stages of one process, built lazily from one ``Settings``.
 
-    def __init__(self, settings: Settings) -> None:
+    ``observer`` hears of every LLM call and rate-limit wait (the worker's metrics); None = nobody.
+    """
+
+    def __init__(self, settings: Settings, observer: CallObserver | None = None) -> None:
         self.settings = settings
+        self.observer = observer
         self._lock = threading.RLock()
         self._built: dict[str, Any] = {}
         self._stage_builders: dict[StageSpec, Callable[[], Stage]] = {
@@ -247,6 +252,7 @@ class Components:
         from pipeline.generation.llm.cache import MemoryResponseCache, ResponseCache
         from pipeline.generation.llm.fallback import FallbackProvider
         from pipeline.generation.llm.openai_compat import OpenAICompatProvider
+        from pipeline.generation.llm.pricing import Price, PriceTable
         from pipeline.generation.llm.ratelimit import LocalRateLimiter, SharedRateLimiter
         from pipeline.generation.llm_generator import LLMGenerator
 
@@ -282,6 +288,11 @@ class Components:
             backoff_max_s=s.llm_backoff_max_s,
             rate_limiter=limiter,
             cache=cache,
+            price_table=PriceTable(
+                {name: Price(p.input_per_1m, p.output_per_1m) for name, p in s.llm_prices.items()},
+                api_url=s.llm_base_url,
+            ),
+            observer=self.observer,
         )
         provider: Any = primary
         if s.llm_fallback_models:

@@ -73,8 +73,16 @@ class BatchStatus(BaseModel):
     llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = Field(default=0.0, description="USD of the jobs whose cost is known")
+    unpriced_jobs: int = Field(
+        default=0, description="jobs whose cost is unknown (a model with no known price): not in cost_usd")
     elapsed_s: float = 0.0
+
+    @property
+    def cost_label(self) -> str:
+        """``$0.0123``, or ``$0.0123 (+2 unpriced)`` when some jobs' cost is unknown (never counted as 0)."""
+        text = f"${self.cost_usd:.4f}"
+        return f"{text} (+{self.unpriced_jobs} unpriced)" if self.unpriced_jobs else text
 
     @property
     def done(self) -> int:

@@ -125,7 +125,10 @@ class Completion(BaseModel):
     prompt_version: str
     finish_reason: str = "stop"
     usage: Usage = Field(default_factory=Usage)
-    cost_usd: float = 0.0
+    cost_usd: float | None = Field(
+        default=0.0, description="USD of every billed call; null when a model billed has no known price")
+    unpriced_models: list[str] = Field(
+        default_factory=list, description="models billed that have no known price (then cost_usd is null)")
     llm_calls: int = Field(default=0, description="upstream HTTP calls incl. retries and fallbacks")
     cached: bool = False
     repair_reasons: list[str] = Field(
@@ -193,7 +196,11 @@ class JobRecord(BaseModel):
     model: str
     prompt_version: str
     usage: Usage
-    cost_usd: float
+    cost_usd: float | None = Field(
+        description="USD of every billed call, failed attempts included; null when a model billed has no known "
+        "price (see unpriced_models), never a guess")
+    unpriced_models: list[str] = Field(
+        default_factory=list, description="models billed for this job that have no known price")
     llm_calls: int
     cached: bool
     guard: GuardReport

@@ -319,6 +319,7 @@ def batch_status(state: StateStore, batch_id: str) -> BatchStatus:
         batch=info, items=len(items), succeeded=succeeded, failed=failed, pending=len(items) - succeeded - failed,
         failures=dict(failures), llm_calls=counts.get("llm_calls", 0), prompt_tokens=counts.get("prompt_tokens", 0),
         completion_tokens=counts.get("completion_tokens", 0), cost_usd=counts.get("cost_micro_usd", 0) / 1e6,
+        unpriced_jobs=counts.get("unpriced_jobs", 0),
         elapsed_s=(datetime.now(UTC) - info.created_at).total_seconds(),
     )
 
@@ -356,7 +357,8 @@ def csv_row(result: dict[str, Any]) -> dict[str, Any]:
         "document_id": result["document_id"], "path": result.get("path") or "", "intent": record.get("intent", ""),
         "output": json.dumps(record["output"], ensure_ascii=False) if record else "",
         "guard": (record.get("guard") or {}).get("verdict", ""), "llm_calls": record.get("llm_calls", ""),
-        "cost_usd": record.get("cost_usd", ""), "failure_class": error.get("failure_class", ""),
+        "cost_usd": "" if record.get("cost_usd") is None else record["cost_usd"],  # null: no known price
+        "failure_class": error.get("failure_class", ""),
         "stage": error.get("stage", ""), "error": error.get("message", ""),
     }
 

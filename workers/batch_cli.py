@@ -32,7 +32,7 @@ def describe(status: BatchStatus, rate: float | None) -> str:
         parts.append(f"{rate:.2f} items/s")
         if status.pending:
             parts.append(f"ETA {status.pending / rate:.0f}s")
-    parts.append(f"{status.prompt_tokens + status.completion_tokens} tokens, ${status.cost_usd:.4f}")
+    parts.append(f"{status.prompt_tokens + status.completion_tokens} tokens, {status.cost_label}")
     return " · ".join(parts)
 
 
@@ -62,11 +62,15 @@ def watch(client: Any, batch_id: str, *, timeout: float | None = None, poll_s: f
 def _print_status(status: BatchStatus, out: Console | None = None) -> None:
     out = out or Console()
     table = Table(title=f"batch {status.batch.batch_id}: {status.label}")
-    for column in ("items", "succeeded", "failed", "pending", "llm calls", "tokens in/out", "cost USD", "elapsed"):
+    columns = ["items", "succeeded", "failed", "pending", "llm calls", "tokens in/out", "cost USD", "elapsed"]
+    cells = [str(status.items), str(status.succeeded), str(status.failed), str(status.pending), str(status.llm_calls),
+             f"{status.prompt_tokens}/{status.completion_tokens}", f"{status.cost_usd:.4f}", f"{status.elapsed_s:.0f}s"]
+    if status.unpriced_jobs:  # jobs whose model has no known price: not in the cost, and said so
+        columns.insert(7, "unpriced")
+        cells.insert(7, str(status.unpriced_jobs))
+    for column in columns:
         table.add_column(column, justify="right")
-    table.add_row(str(status.items), str(status.succeeded), str(status.failed), str(status.pending),
-                  str(status.llm_calls), f"{status.prompt_tokens}/{status.completion_tokens}",
-                  f"{status.cost_usd:.4f}", f"{status.elapsed_s:.0f}s")
+    table.add_row(*cells)
     out.print(table)
     if status.failures:
         failures = Table(title="failed items by class")

@@ -205,21 +205,31 @@ def result(job_id: str, timeout: float) -> None:
 @click.option("--loglevel", "-l", default=None, help="Default: CONVEYOR_LOG_LEVEL (INFO).")
 @click.option("--hostname", "-n", default=None,
               help="Node name, e.g. llm@%h (default: the queues and a random suffix, e.g. llm-3f9a1c@%h).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics on this port, all interfaces (default: CONVEYOR_METRICS_PORT, else off).")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(queues: str, pool: str, concurrency: int | None, loglevel: str | None, hostname: str | None,
-           celery_args: tuple[str, ...]) -> None:
+           metrics_port: int | None, celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker for some queues (distributed mode).
 
-    Example: conveyor worker --queues llm --pool threads --concurrency 32
+    Example: conveyor worker --queues llm --pool threads --concurrency 32 --metrics-port 9100
     """
-    from workers.app import create_app
-
     settings = _settings()
     if settings.embedded:
         raise click.ClickException("CONVEYOR_BROKER_URL is not set: workers need a broker (e.g. redis://...)")
     unknown = [q for q in queues.split(",") if q not in QUEUES]
     if unknown:
         raise click.ClickException(f"unknown queue(s) {unknown}; queues are {', '.join(QUEUES)}")
+    metrics_port = metrics_port or settings.metrics_port
+    if metrics_port:  # before anything imports prometheus_client (workers/exporter.py says why)
+        from workers.exporter import use_private_multiprocess_dir
+
+        try:
+            use_private_multiprocess_dir()
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from exc
+    from workers.app import create_app
+
     app = create_app(settings)
     app.set_default()  # pool threads/processes trace tasks with the default app
     app.conveyor_queues = queues.split(",")
@@ -227,6 +237,13 @@ def worker(queues: str, pool: str, concurrency: int | None, loglevel: str | None
         from workers.signals import warm_up_worker
 
         warm_up_worker(app)
+    if metrics_port:
+        from workers.exporter import serve
+
+        try:
+            serve(app, metrics_port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve metrics on port {metrics_port}: {exc}") from exc
     argv = ["worker", "-Q", queues, "-P", pool, "-l", loglevel or settings.log_level, "-E"]
     if concurrency:
         argv += ["-c", str(concurrency)]

@@ -50,6 +50,7 @@ from pipeline.errors import (
 )
 from schemas import PIPELINE
 from schemas.pipeline import INTENT
+from workers import metrics
 from workers.chain import MAX_MESSAGE_BYTES
 from workers.deadletters import write_dead_letter
 from workers.runtime import components_for
@@ -278,6 +279,7 @@ class DeadLetteringConsumer(Consumer):
             return
         log.error("dead-lettered a message from queue %s as %s: %s [job_id=%s stage=%s] (%s)", raw["queue"],
                   problem.failure_class, problem.message, letter.job_id, stage, letter.dead_letter_id)
+        metrics.dead_letter(stage, problem.failure_class)
         message.ack_log_error(log, self.connection_errors)
 
     # Celery's hooks for bad messages, a dead letter each: the checks above catch most first; Celery

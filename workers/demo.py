@@ -86,6 +86,6 @@ def run_demo(
     echo("")
     provider = outcome.records[0].provider if outcome.records else "-"
     echo(f"batch {report.batch_id}: {status.succeeded} succeeded, {status.failed} failed, {status.pending} pending "
-         f"of {status.items} in {outcome.seconds:.1f}s; provider: {provider}; cost ${status.cost_usd:.4f}; "
+         f"of {status.items} in {outcome.seconds:.1f}s; provider: {provider}; cost {status.cost_label}; "
          f"records -> {out}, errors -> {errors_out}")
     return outcome

@@ -4,6 +4,8 @@ A stage run is a ``Delivery``; a middleware is ``(delivery, call_next) -> output
 and owns one concern. ``default_middleware(settings)`` lists them outermost first:
 
     LogContext       job_id, stage and batch_id on every log line the run emits
+    Metrics          Prometheus: the run's duration, queue wait and outcome; retries, dead letters,
+                     guard verdicts by check (``workers/metrics.py``)
     DeadLetter       a ConveyorError that comes out ends the job: dead letter, then re-raise
     RequeueOnSignal  ``Requeue``: back on the stage's queue with its countdown, retries untouched
     StageRetry       a RetryableError with retries left: Celery retry, capped jittered backoff
@@ -21,8 +23,8 @@ and owns one concern. ``default_middleware(settings)`` lists them outermost firs
 
 The order is the contract: a RetryableError that comes out of StageRetry was out of
 retries, so DeadLetter marks it ``retries_exhausted``; a ``Requeue`` is handled outside
-StageRetry, so it can never spend the retry budget. Adding a concern (metrics) is adding
-one class to the list.
+StageRetry, so it can never spend the retry budget; Metrics sits outside all of them, so it
+sees what each run came to. Adding a concern is adding one class to the list.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from celery import Task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 from pydantic import BaseModel, ValidationError
 
 from pipeline.backoff import backoff_delay
@@ -50,10 +52,12 @@ from pipeline.errors import (
     StageTimeout,
     validation_problems,
 )
+from pipeline.generation.llm.pricing import merge_models
 from pipeline.settings import Settings
 from pipeline.wiring import Components
-from schemas import Completion, GenerationResult, JobRequest, JobStatus, StageMessage, StageSpec, Usage
+from schemas import Completion, GenerationResult, GuardResult, JobRequest, JobStatus, StageMessage, StageSpec, Usage
 from schemas.pipeline import STAGES, next_stage
+from workers import metrics
 from workers.chain import send_job
 from workers.deadletters import original_request, write_dead_letter
 from workers.logcontext import log_context
@@ -115,6 +119,44 @@ class LogContext:
         with log_context(job_id=str(job_id or "unknown"), stage=delivery.spec.name,
                          batch_id=str(batch_id) if batch_id else None):
             return call_next(delivery)
+
+
+class Metrics:
+    """What each run came to, as Prometheus sees it. The outcome is read from what comes out of the
+    layers inside: an output (succeeded), Celery's ``Retry`` (retried), ``Ignore`` caused by a
+    ``Requeue`` (requeued) or not (skipped: a finished job or stage), a ConveyorError (dead_lettered:
+    DeadLetter wrote its letter), anything else (error)."""
+
+    def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
+        stage, outcome = delivery.spec.name, "error"
+        began, started = time.time(), time.perf_counter()  # wall clock: compared with the publish time
+        try:
+            output = call_next(delivery)
+            outcome = "succeeded"
+            if isinstance(output, GuardResult):
+                metrics.guard_checks((c.name, c.verdict) for c in output.guard.checks)
+            return output
+        except Retry:
+            outcome = "retried"
+            raise
+        except Ignore as exc:
+            outcome = "requeued" if isinstance(exc.__cause__, Requeue) else "skipped"
+            raise
+        except ConveyorError as exc:
+            outcome = "dead_lettered"
+            metrics.dead_letter(stage, exc.failure_class)
+            metrics.guard_checks(_checks_of(exc.details.get("guard")))
+            raise
+        finally:
+            metrics.stage_run(stage, outcome, time.perf_counter() - started,
+                              metrics.queue_wait_s(delivery.task.request, began))
+
+
+def _checks_of(report: object) -> list[tuple[str, str]]:
+    """(check, verdict) pairs of a blocked guard report kept in an error's details."""
+    checks = report.get("checks") if isinstance(report, dict) else None
+    return [(str(c["name"]), str(c["verdict"])) for c in checks or []
+            if isinstance(c, dict) and "name" in c and "verdict" in c]
 
 
 class DeadLetter:
@@ -252,6 +294,8 @@ class TrackStatus:
 
 #: cost is kept in nano-dollars so the store's integer counters add it exactly.
 _NANO = 1_000_000_000
+#: a usage counter ``unpriced:MODEL`` marks a failed attempt that billed a model with no known price.
+_UNPRICED = "unpriced:"
 
 
 class CountAttempts:
@@ -275,13 +319,17 @@ class CountAttempts:
         if isinstance(output, GenerationResult) and isinstance(completion, Completion):
             earlier = delivery.components.state.take_usage(job_id)
             if earlier:
+                earlier_unpriced = [k.removeprefix(_UNPRICED) for k in earlier if k.startswith(_UNPRICED)]
+                earlier_usd = None if earlier_unpriced else earlier.get("cost_nusd", 0) / _NANO
+                cost = completion.cost_usd
                 output.completion = completion.model_copy(update={
                     "llm_calls": completion.llm_calls + earlier.get("llm_calls", 0),
                     "usage": Usage(
                         prompt_tokens=completion.usage.prompt_tokens + earlier.get("prompt_tokens", 0),
                         completion_tokens=completion.usage.completion_tokens + earlier.get("completion_tokens", 0),
                     ),
-                    "cost_usd": round(completion.cost_usd + earlier.get("cost_nusd", 0) / _NANO, 8),
+                    "cost_usd": None if cost is None or earlier_usd is None else round(cost + earlier_usd, 8),
+                    "unpriced_models": merge_models(completion.unpriced_models, earlier_unpriced),
                 })
         return output
 
@@ -298,6 +346,9 @@ def _bill(details: dict[str, object]) -> dict[str, int]:
         "completion_tokens": int(number("completion_tokens")),
         "cost_nusd": round(number("cost_usd") * _NANO),
     }
+    unpriced = details.get("unpriced_models")
+    if isinstance(unpriced, list | tuple):
+        bill.update({f"{_UNPRICED}{model}": 1 for model in unpriced if isinstance(model, str)})
     return {k: v for k, v in bill.items() if v}
 
 
@@ -328,6 +379,7 @@ class TranslateErrors:
 def default_middleware(settings: Settings) -> list[Middleware]:
     return [
         LogContext(),
+        Metrics(),
         DeadLetter(),
         RequeueOnSignal(),
         StageRetry(settings.stage_max_retries, settings.retry_backoff_base_s, settings.retry_backoff_max_s),

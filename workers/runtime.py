@@ -2,7 +2,8 @@
 
 The components live on the app object itself, tagged with the pid that built them: a
 forked child sees a different pid and builds its own, and two apps in one process (tests,
-an embedded runtime started twice) can never share or inherit each other's clients.
+an embedded runtime started twice) can never share or inherit each other's clients. Every
+process's components report their LLM calls to the worker's metrics (``workers/metrics.py``).
 """
 
 from __future__ import annotations
@@ -39,10 +40,16 @@ def components_for(app: Any) -> Components:
         with _lock:
             entry = getattr(app, _ATTR, None)
             if entry is None or entry[0] != pid:
-                entry = (pid, Components(settings_for(app)))
+                entry = (pid, _components(settings_for(app)))
                 setattr(app, _ATTR, entry)
     components: Components = entry[1]
     return components
+
+
+def _components(settings: Settings) -> Components:
+    from workers.metrics import LLMMetrics  # here, not at import: see workers/exporter.py
+
+    return Components(settings, observer=LLMMetrics([settings.llm_model, *settings.llm_fallback_models]))
 
 
 def release_components(app: Any) -> None:

@@ -4,7 +4,9 @@
   (``workers.runtime`` keys clients by pid, so a child never uses its parent's);
 - logging: every handler gets the PII-redacting filter;
 - Sentry: initialised in each worker process (never in the parent before fork), with PII
-  and secrets scrubbed by ``before_send``.
+  and secrets scrubbed by ``before_send``;
+- metrics: every message published gets its publish time (the queue wait is measured from it),
+  and a pool child that exits is marked dead for the multiprocess exporter.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_init, worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    before_task_publish,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from pipeline.settings import Settings
 from workers.runtime import settings_for
@@ -98,6 +107,22 @@ def _on_worker_process_init(sender: Any = None, **_: Any) -> None:
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     # threads and solo pools run tasks in this process: set it up here
     init_process(settings_for(_app_of(sender)))
+
+
+@before_task_publish.connect
+def _on_before_task_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    import time
+
+    from workers.metrics import stamp_published_at
+
+    stamp_published_at(headers, time.time())
+
+
+@worker_process_shutdown.connect
+def _on_worker_process_shutdown(pid: int | None = None, **_: Any) -> None:
+    from workers.exporter import forget_process
+
+    forget_process(pid)
 
 
 @after_setup_logger.connect

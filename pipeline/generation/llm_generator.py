@@ -3,7 +3,8 @@
 Builds the versioned prompt, calls the provider (which owns per-call retries, the shared
 rate limit, the response cache and fallbacks), parses the JSON into the intent's schema
 and, if it does not validate, re-asks once with the validation errors. Tokens, calls and
-cost add up across the first answer and the repair.
+cost add up across the first answer and the repair; the cost is None (``cost_usd: null``) when a
+model billed has no known price, and such models are named in ``unpriced_models``.
 
 Upper bound on upstream HTTP calls for one job:
   llm_max_attempts x (1 + len(llm_fallback_models)) x 2 (one repair) x (stage_max_retries + 1)
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from pipeline.errors import ConveyorError, validation_problems
 from pipeline.generation.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMResponse
+from pipeline.generation.llm.pricing import add_cost, catalogue, merge_models
 from pipeline.generation.llm.tokens import count_tokens
 from pipeline.generation.prompts import build_messages, repair_message
 from schemas import Completion, RetrievalResult, Usage, output_schema
@@ -35,6 +37,13 @@ def parse_structured(intent: Any, text: str) -> tuple[dict[str, Any] | None, lis
         return output_schema(intent).model_validate(raw).model_dump(), []
     except ValidationError as exc:
         return None, validation_problems(exc, "output")
+
+
+def _total_cost(responses: list[LLMResponse]) -> float | None:
+    total: float | None = 0.0
+    for response in responses:
+        total = add_cost(total, response.cost_usd)
+    return None if total is None else round(total, 8)
 
 
 class LLMGenerator:
@@ -55,6 +64,7 @@ class LLMGenerator:
 
     def warm_up(self) -> None:
         count_tokens("warm up", self.model)  # loads the BPE ranks (about a second)
+        catalogue()  # loads the genai-prices table (about half a second)
 
     def close(self) -> None:
         self.provider.close()
@@ -70,6 +80,7 @@ class LLMGenerator:
                 json_mode=True,
                 prompt_version=version,
                 use_cache=params.use_cache,
+                tenant=msg.request.tenant,
             )
         )
 
@@ -96,9 +107,14 @@ class LLMGenerator:
                 first = responses[0]
                 d = exc.details
                 for key, value in (("calls", first.calls), ("prompt_tokens", first.prompt_tokens),
-                                   ("completion_tokens", first.completion_tokens), ("cost_usd", first.cost_usd)):
+                                   ("completion_tokens", first.completion_tokens)):
                     previous = d.get(key)
                     d[key] = (previous if isinstance(previous, int | float) else 0) + value
+                previous_cost = d.get("cost_usd", 0.0)
+                d["cost_usd"] = add_cost(
+                    float(previous_cost) if isinstance(previous_cost, int | float) else None, first.cost_usd
+                )
+                d["unpriced_models"] = merge_models(first.unpriced_models, d.get("unpriced_models"))
                 raise
             if responses[-1].finish_reason != "length":
                 structured, _ = parse_structured(msg.intent, responses[-1].text)
@@ -114,7 +130,8 @@ class LLMGenerator:
                 prompt_tokens=sum(r.prompt_tokens for r in responses),
                 completion_tokens=sum(r.completion_tokens for r in responses),
             ),
-            cost_usd=round(sum(r.cost_usd for r in responses), 8),
+            cost_usd=_total_cost(responses),
+            unpriced_models=merge_models(*(r.unpriced_models for r in responses)),
             llm_calls=sum(r.calls for r in responses),
             cached=all(r.cached for r in responses),
             repair_reasons=repair_reasons,

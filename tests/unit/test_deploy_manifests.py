@@ -32,6 +32,7 @@ from pipeline.settings import SECRET_SETTINGS, Settings, load_settings
 from schemas import QUEUES
 from tests.conftest import REPO
 from workers.cli import main
+from workers.metrics import exported_metrics
 
 KNOWN = {"CONVEYOR_" + name.upper() for name in Settings.model_fields}
 
@@ -514,21 +515,9 @@ def test_constraints_pin_what_the_runtime_dependencies_pull_in() -> None:
 
 
 # --- Grafana ------------------------------------------------------------------------------------
-#: the metrics the workers export (issue #12, item 1): name -> (type, labels)
-METRICS: dict[str, tuple[str, set[str]]] = {
-    "conveyor_stage_duration_seconds": ("histogram", {"stage"}),
-    "conveyor_queue_wait_seconds": ("histogram", {"stage"}),
-    "conveyor_jobs_total": ("counter", {"stage", "outcome"}),
-    "conveyor_dead_letters_total": ("counter", {"stage", "failure_class"}),
-    "conveyor_retries_total": ("counter", {"stage"}),
-    "conveyor_llm_calls_total": ("counter", {"model", "status"}),
-    "conveyor_llm_tokens_total": ("counter", {"model", "kind"}),
-    "conveyor_cost_usd_total": ("counter", {"model", "tenant"}),
-    "conveyor_ratelimit_wait_seconds": ("histogram", set()),
-    "conveyor_guard_verdicts_total": ("counter", {"check", "verdict"}),
-    "conveyor_queue_depth": ("gauge", {"queue"}),
-    "conveyor_batch_items": ("gauge", {"batch_id", "state"}),
-}
+#: the metrics the workers export (issue #12, item 1): name -> (type, labels), read from the exporter's
+#: own table (workers/metrics.py SPEC; tests/unit/test_metrics.py checks the served exposition against it)
+METRICS: dict[str, tuple[str, set[str]]] = dict(exported_metrics())
 _HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 
 

@@ -56,6 +56,9 @@ def test_memory_cache_hit_reports_no_call_and_no_cost() -> None:
     hit = cache.get(request(), "m")
     assert hit is not None and hit.cached and hit.calls == 0 and hit.cost_usd == 0.0 and hit.text == "hi"
     assert cache.get(request(use_cache=False), "m") is None
+    cache.put(request("unpriced"), "m", _response(cost_usd=None, unpriced_models=("m",)))
+    hit = cache.get(request("unpriced"), "m")
+    assert hit is not None and hit.cost_usd == 0.0 and hit.unpriced_models == (), "a hit bills nothing, priced or not"
     assert cache.get(request("other"), "m") is None
 
 

@@ -118,6 +118,28 @@ def test_cost_and_calls_accumulate_across_retries_and_fallbacks(
     )
 
 
+def test_a_chain_through_an_unpriced_model_has_an_unknown_cost(
+    server: FakeOpenAIServer, make: ProviderFactory
+) -> None:
+    """gpt-4o-mini's refusal is priced, the unknown model's answer is not: the total is unknown, not the part."""
+    server.script(["refusal", "ok"])
+    provider = make()
+    chain = FallbackProvider([(provider, "gpt-4o-mini"), (provider, "acme-unpriced-chain")], fallback_on_refusal=True)
+    response = chain.complete(request())
+    assert response.model == "acme-unpriced-chain" and response.calls == 2
+    assert response.cost_usd is None and response.unpriced_models == ("acme-unpriced-chain",)
+
+
+def test_an_unpriced_model_that_gave_up_is_on_the_error_too(server: FakeOpenAIServer, make: ProviderFactory) -> None:
+    server.script(["refusal", "400"])
+    provider = make()
+    chain = FallbackProvider([(provider, "acme-unpriced-first"), (provider, "gpt-4o")], fallback_on_refusal=True)
+    with pytest.raises(ProviderRejected) as info:
+        chain.complete(request())
+    assert info.value.details["cost_usd"] is None
+    assert info.value.details["unpriced_models"] == ["acme-unpriced-first"]
+
+
 def test_permanent_rejection_does_not_fall_back(server: FakeOpenAIServer, make: ProviderFactory) -> None:
     server.script(["400"])
     provider = make()

@@ -233,6 +233,7 @@ def test_refusal_is_provider_rejected_with_refusal_detail(server: FakeOpenAIServ
     if fault == "refusal":  # the refusal text was generated, hence billed
         cost = info.value.details["cost_usd"]
         assert isinstance(cost, float) and cost > 0
+        assert info.value.details["unpriced_models"] == []
 
 
 def test_context_overflow_is_recognised(server: FakeOpenAIServer) -> None:
@@ -284,10 +285,26 @@ def test_cost_counts_billed_calls_only_across_retries(server: FakeOpenAIServer) 
     )
 
 
-def test_unknown_model_costs_zero_and_is_flagged(server: FakeOpenAIServer) -> None:
-    with make_provider(server, default_model="mystery-model") as provider:
+def test_unknown_model_has_no_cost_and_is_named(server: FakeOpenAIServer, caplog: pytest.LogCaptureFixture) -> None:
+    """No price is None, never 0; the model is named on the response and warned about once."""
+    with caplog.at_level(logging.WARNING), make_provider(server, default_model="mystery-model-7") as provider:
         response = provider.complete(request())
-    assert response.cost_usd == 0.0 and not response.cost_known
+        again = provider.complete(request("Another one."))
+    assert response.cost_usd is None and not response.cost_known
+    assert response.unpriced_models == ("mystery-model-7",)
+    assert response.prompt_tokens > 0  # tokens are still counted
+    assert again.cost_usd is None
+    warned = [r for r in caplog.records if "mystery-model-7" in r.getMessage() and "no known price" in r.getMessage()]
+    assert len(warned) == 1
+
+
+def test_a_failed_call_to_an_unknown_model_reports_its_cost_as_unknown(server: FakeOpenAIServer) -> None:
+    server.script(["refusal"])
+    with make_provider(server, default_model="mystery-model-8") as provider, pytest.raises(ProviderRejected) as info:
+        provider.complete(request())
+    assert info.value.details["calls"] == 1
+    assert info.value.details["cost_usd"] is None
+    assert info.value.details["unpriced_models"] == ["mystery-model-8"]
 
 
 def test_rate_limiter_is_consulted_for_every_upstream_call(server: FakeOpenAIServer) -> None:

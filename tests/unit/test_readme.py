@@ -19,3 +19,13 @@ def test_every_setting_is_documented() -> None:
     names = [ENV_PREFIX + name.upper() for name in Settings.model_fields]
     missing = [name for name in names if f"`{name}`" not in README]
     assert not missing, f"add to the README's configuration table (scripts/settings_table.py): {missing}"
+
+
+def test_the_metrics_table_is_the_exporters_table() -> None:
+    from workers.metrics import SPEC
+
+    section = README.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| `conveyor_")]
+    documented = {name.strip("`"): (kind, labels, meaning) for name, kind, labels, meaning in rows}
+    assert documented == {name: (s.kind, ", ".join(s.labels) or "—", s.help) for name, s in SPEC.items()}

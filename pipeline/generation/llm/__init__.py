@@ -6,6 +6,7 @@ for the HTTP status map shared with the embeddings client.
 """
 
 from pipeline.generation.llm.base import (
+    CallObserver,
     ChatMessage,
     ContextOverflow,
     LLMProvider,
@@ -24,6 +25,7 @@ from pipeline.generation.llm.retry import RetryPolicy, call_with_retry
 
 __all__ = [
     "DEFAULT_PRICES",
+    "CallObserver",
     "ChatMessage",
     "ContextOverflow",
     "FallbackProvider",

@@ -40,6 +40,8 @@ class LLMRequest(BaseModel):
     prompt_version: str = ""
     #: per-request switch for the response cache (e.g. a re-run that must hit the model).
     use_cache: bool = True
+    #: who the call is billed to, for usage accounting only (not sent, not in the cache key).
+    tenant: str = ""
 
 
 class LLMResponse(BaseModel):
@@ -47,7 +49,8 @@ class LLMResponse(BaseModel):
 
     ``calls`` counts upstream HTTP calls made for this answer, retries and fallbacks
     included (0 on a cache hit). Token counts and ``cost_usd`` add up every billed call,
-    not only the one that answered.
+    not only the one that answered. ``cost_usd`` is None when any billed call was for a model
+    with no known price (named in ``unpriced_models``): a partial sum would look like the bill.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,15 +62,19 @@ class LLMResponse(BaseModel):
     completion_tokens: int = 0
     latency_s: float = 0.0
     calls: int = 1
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0
     cached: bool = False
     provider: str = ""
-    #: False when the model is missing from the price table (cost reported as 0).
-    cost_known: bool = True
+    #: models billed for this answer that have no known price (then ``cost_usd`` is None).
+    unpriced_models: tuple[str, ...] = ()
     #: True when the upstream sent no usage block and tokens were counted locally.
     usage_estimated: bool = False
     #: every model asked, in order, the answering one last (fallbacks make this > 1).
     models_tried: tuple[str, ...] = ()
+
+    @property
+    def cost_known(self) -> bool:
+        return self.cost_usd is not None
 
 
 class ContextOverflow(ProviderRejected):
@@ -105,6 +112,22 @@ class RateLimiter(Protocol):
     """
 
     def acquire(self, tokens: int = 0, *, block: bool = True, max_wait_s: float | None = None) -> float: ...
+
+
+@runtime_checkable
+class CallObserver(Protocol):
+    """Told about each upstream call and each rate-limit wait, so the worker can export metrics
+    without this layer importing a metrics library. Implementations must be cheap and must not raise.
+
+    ``status`` is ``ok``, the error's failure class (``rate_limited``, ``timeout`` ...) or ``cache_hit``
+    (answered from the response cache: no upstream call, nothing billed); tokens and cost are what
+    that one call billed. ``cost_usd`` is None when the model has no known price (not 0: unknown).
+    """
+
+    def llm_call(self, *, model: str, status: str, tenant: str, prompt_tokens: int, completion_tokens: int,
+                 cost_usd: float | None) -> None: ...
+
+    def ratelimit_wait(self, seconds: float) -> None: ...
 
 
 @runtime_checkable

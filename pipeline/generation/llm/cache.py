@@ -28,7 +28,7 @@ from pipeline.generation.llm.base import LLMRequest, LLMResponse
 log = logging.getLogger(__name__)
 
 #: bump when the key recipe or the stored JSON shape changes.
-KEY_SCHEMA = "v1"
+KEY_SCHEMA = "v2"  # v2: LLMResponse.cost_usd may be null, unpriced_models replaced cost_known
 
 
 def cache_key(request: LLMRequest, model: str) -> str:
@@ -51,8 +51,10 @@ def cacheable(response: LLMResponse) -> bool:
 
 
 def as_hit(response: LLMResponse, latency_s: float) -> LLMResponse:
-    """What a cache hit reports: no upstream call, nothing billed now."""
-    return response.model_copy(update={"cached": True, "calls": 0, "cost_usd": 0.0, "latency_s": latency_s})
+    """What a cache hit reports: no upstream call, nothing billed now (so nothing unpriced either)."""
+    return response.model_copy(
+        update={"cached": True, "calls": 0, "cost_usd": 0.0, "unpriced_models": (), "latency_s": latency_s}
+    )
 
 
 class ResponseCache:

@@ -9,18 +9,20 @@ limiter has no slot yet) is not a ConveyorError and passes straight through: the
 model would wait behind the same limiter, and the model is not down.
 
 The response (or the final error's ``details``) carries the totals of the whole chain:
-upstream ``calls``, tokens and ``cost_usd``, plus ``models_tried`` in order; the
-answering model is ``response.model``. ``request.model`` is ignored: the chain decides.
+upstream ``calls``, tokens and ``cost_usd`` (None if a model billed has no known price; those are
+named in ``unpriced_models``), plus ``models_tried`` in order; the answering model is
+``response.model``. ``request.model`` is ignored: the chain decides.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.errors import ConveyorError, InvalidInput, ProviderRejected, RetryableError
 from pipeline.generation.llm.base import LLMProvider, LLMRequest, LLMResponse, is_context_overflow
+from pipeline.generation.llm.pricing import add_cost, merge_models
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +32,19 @@ class _Totals:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0
+    unpriced_models: list[str] = field(default_factory=list)
 
-    def add(self, calls: object, prompt: object, completion: object, cost: object) -> None:
+    def add(self, calls: object, prompt: object, completion: object, cost: object, unpriced: object = ()) -> None:
+        """Add one link's bill; a cost of None (a model with no known price) makes the total unknown."""
         self.calls += calls if isinstance(calls, int) else 0
         self.prompt_tokens += prompt if isinstance(prompt, int) else 0
         self.completion_tokens += completion if isinstance(completion, int) else 0
-        self.cost_usd += float(cost) if isinstance(cost, int | float) else 0.0
+        self.unpriced_models = merge_models(self.unpriced_models, unpriced)
+        if cost is None or unpriced:
+            self.cost_usd = None
+        elif isinstance(cost, int | float) and not isinstance(cost, bool):
+            self.cost_usd = add_cost(self.cost_usd, float(cost))
 
 
 class FallbackProvider:
@@ -72,12 +80,14 @@ class FallbackProvider:
                 response = provider.complete(request.model_copy(update={"model": model}))
             except ConveyorError as exc:
                 d = exc.details
-                totals.add(d.get("calls"), d.get("prompt_tokens"), d.get("completion_tokens"), d.get("cost_usd"))
+                totals.add(d.get("calls"), d.get("prompt_tokens"), d.get("completion_tokens"),
+                           d.get("cost_usd", 0.0), d.get("unpriced_models", ()))
                 exc.details.update(
                     calls=totals.calls,
                     prompt_tokens=totals.prompt_tokens,
                     completion_tokens=totals.completion_tokens,
                     cost_usd=totals.cost_usd,
+                    unpriced_models=list(totals.unpriced_models),
                     models_tried=list(tried),
                 )
                 if not self._moves_on(exc):
@@ -91,13 +101,15 @@ class FallbackProvider:
                         self.chain[index + 1][1],
                     )
                 continue
-            totals.add(response.calls, response.prompt_tokens, response.completion_tokens, response.cost_usd)
+            totals.add(response.calls, response.prompt_tokens, response.completion_tokens, response.cost_usd,
+                       response.unpriced_models)
             return response.model_copy(
                 update={
                     "calls": totals.calls,
                     "prompt_tokens": totals.prompt_tokens,
                     "completion_tokens": totals.completion_tokens,
                     "cost_usd": totals.cost_usd,
+                    "unpriced_models": tuple(totals.unpriced_models),
                     "models_tried": tuple(tried),
                 }
             )

@@ -17,6 +17,9 @@ on top of it this client decides only what is specific to chat completions:
 ``Requeue`` from the rate limiter ("no slot within the allowed wait") is not an error: it
 passes through unchanged, untouched by the retry layer and by the InternalError net.
 
+An optional ``CallObserver`` hears of every upstream call (its status, tokens and cost) and every
+rate-limit wait: the worker's metrics, kept out of this layer.
+
 The API key is a SecretStr, sent only in the Authorization header, scrubbed from any
 upstream text we quote, and never logged.
 """
@@ -30,15 +33,22 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
 from pipeline.errors import ConveyorError, InternalError, ProviderRejected, ProviderUnavailable, Requeue
-from pipeline.generation.llm.base import ContextOverflow, LLMRequest, LLMResponse, RateLimiter, ResponseStore
-from pipeline.generation.llm.pricing import PriceTable
+from pipeline.generation.llm.base import (
+    CallObserver,
+    ContextOverflow,
+    LLMRequest,
+    LLMResponse,
+    RateLimiter,
+    ResponseStore,
+)
+from pipeline.generation.llm.pricing import PriceTable, add_cost
 from pipeline.generation.llm.retry import RetryPolicy, call_with_retry
 from pipeline.http_errors import error_for_response, error_info, quote, translate_transport_errors
 
@@ -72,13 +82,17 @@ class _Completion:
 
 @dataclass
 class _Bill:
-    """What a call cost so far, including failed attempts that were billed (refusals)."""
+    """What a call cost so far, including failed attempts that were billed (refusals).
+
+    ``cost_usd`` is None once any billed call was for a model with no known price (named in
+    ``unpriced_models``): the total is then unknown, not the sum of the priced part.
+    """
 
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float = 0.0
-    cost_known: bool = True
+    cost_usd: float | None = 0.0
+    unpriced_models: list[str] = field(default_factory=list)
 
     def as_details(self) -> dict[str, object]:
         return {
@@ -86,6 +100,7 @@ class _Bill:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost_usd": self.cost_usd,
+            "unpriced_models": list(self.unpriced_models),
         }
 
 
@@ -111,6 +126,7 @@ class OpenAICompatProvider:
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
         name: str = "openai_compat",
+        observer: CallObserver | None = None,
     ) -> None:
         self.base_url = base_url
         self.url = chat_completions_url(base_url)
@@ -121,8 +137,9 @@ class OpenAICompatProvider:
         self.rate_limiter = rate_limiter
         self.rate_limit_max_wait_s = rate_limit_max_wait_s
         self.cache = cache
-        self.price_table = price_table or PriceTable()
+        self.price_table = price_table or PriceTable(api_url=base_url)
         self.name = name
+        self.observer = observer
         self._client = client
         self._owns_client = client is None
         self._client_lock = threading.Lock()
@@ -161,19 +178,31 @@ class OpenAICompatProvider:
         if self.cache is not None:
             hit = self.cache.get(request, model)
             if hit is not None:
+                self._observe(request, model, "cache_hit")
                 return hit.model_copy(update={"provider": self.name, "models_tried": (model,)})
         bill = _Bill()
         tokens = self._estimate_tokens(request, model) if self.rate_limiter is not None else 0
 
         def attempt() -> _Completion:
             if self.rate_limiter is not None:
-                self.rate_limiter.acquire(tokens, max_wait_s=self.rate_limit_max_wait_s)
+                waited = self.rate_limiter.acquire(tokens, max_wait_s=self.rate_limit_max_wait_s)
+                self._notify(lambda o: o.ratelimit_wait(float(waited or 0.0)))
             bill.calls += 1
             try:
-                return self._send_once(request, model)
+                completion = self._send_once(request, model)
             except ConveyorError as exc:
-                self._charge(bill, model, exc.details)
+                self._observe(request, model, exc.failure_class, *self._charge(bill, model, exc.details))
                 raise
+            except Exception:
+                self._observe(request, model, "internal_error")
+                raise
+            billed = self._charge(
+                bill,
+                completion.reported_model,
+                {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens},
+            )
+            self._observe(request, model, "ok", *billed)
+            return completion
 
         try:
             completion = call_with_retry(
@@ -189,11 +218,6 @@ class OpenAICompatProvider:
                 f"{self.name}: untranslated {type(exc).__name__} calling {model}",
                 details={**bill.as_details(), "model": model, "provider": self.name},
             ) from exc
-        self._charge(
-            bill,
-            completion.reported_model,
-            {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens},
-        )
         response = LLMResponse(
             text=completion.text,
             model=model,
@@ -203,9 +227,9 @@ class OpenAICompatProvider:
             latency_s=time.perf_counter() - started,
             calls=bill.calls,
             cost_usd=bill.cost_usd,
+            unpriced_models=tuple(bill.unpriced_models),
             cached=False,
             provider=self.name,
-            cost_known=bill.cost_known,
             usage_estimated=completion.usage_estimated,
             models_tried=(model,),
         )
@@ -213,15 +237,35 @@ class OpenAICompatProvider:
             self.cache.put(request, model, response)
         return response
 
-    def _charge(self, bill: _Bill, model: str, details: Mapping[str, object]) -> None:
+    def _charge(self, bill: _Bill, model: str, details: Mapping[str, object]) -> tuple[int, int, float | None]:
+        """Add one call's billed usage to ``bill``; returns that call's (prompt, completion, usd).
+
+        The usd is None for a model with no known price (the price table logs it once).
+        """
         p, c = details.get("prompt_tokens"), details.get("completion_tokens")
         if not isinstance(p, int) or not isinstance(c, int):
-            return
+            return 0, 0, 0.0
         quote = self.price_table.quote(model, p, c)
         bill.prompt_tokens += p
         bill.completion_tokens += c
-        bill.cost_usd += quote.usd
-        bill.cost_known = bill.cost_known and quote.known
+        bill.cost_usd = add_cost(bill.cost_usd, quote.usd)
+        if not quote.known and model not in bill.unpriced_models:
+            bill.unpriced_models.append(model)
+        return p, c, quote.usd
+
+    def _observe(self, request: LLMRequest, model: str, status: str, prompt_tokens: int = 0,
+                 completion_tokens: int = 0, cost_usd: float | None = 0.0) -> None:
+        self._notify(lambda o: o.llm_call(model=model, status=status, tenant=request.tenant,
+                                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                          cost_usd=cost_usd))
+
+    def _notify(self, tell: Callable[[CallObserver], None]) -> None:
+        if self.observer is None:
+            return
+        try:
+            tell(self.observer)
+        except Exception:  # metrics must never fail a call
+            log.warning("llm call observer failed", exc_info=True)
 
     def _estimate_tokens(self, request: LLMRequest, model: str) -> int:
         """Budget for the rate limiter: prompt tokens plus the completion the request allows."""
