@@ -277,9 +277,10 @@ class DeadLetteringConsumer(Consumer):
                         problem.failure_class, raw["queue"], type(exc).__name__, exc, STORE_RETRY_S)
             self.timer.call_after(STORE_RETRY_S, self.dead_letter, (message, problem))
             return
-        log.error("dead-lettered a message from queue %s as %s: %s [job_id=%s stage=%s] (%s)", raw["queue"],
-                  problem.failure_class, problem.message, letter.job_id, stage, letter.dead_letter_id)
-        metrics.dead_letter(stage, problem.failure_class)
+        if letter is not None:  # None: its job has a record already, nothing was stored (logged there)
+            log.error("dead-lettered a message from queue %s as %s: %s [job_id=%s stage=%s] (%s)", raw["queue"],
+                      problem.failure_class, problem.message, letter.job_id, stage, letter.dead_letter_id)
+            metrics.dead_letter(stage, problem.failure_class)
         message.ack_log_error(log, self.connection_errors)
 
     # Celery's hooks for bad messages, a dead letter each: the checks above catch most first; Celery

@@ -67,8 +67,9 @@ def write_dead_letter(
     error: ConveyorError,
     attempts: int,
     retries_exhausted: bool,
-) -> DeadLetter:
-    """Store the dead letter, mark the job failed and count it, in one write that survives a restart."""
+) -> DeadLetter | None:
+    """Store the dead letter, mark the job failed and count it, in one write that survives a restart.
+    None when nothing was stored: the job already has a record (a late failure of a redelivery)."""
     request = _request_of(stage, payload)
     if request is None:
         request = stage_input = bounded_raw(payload)
@@ -88,6 +89,7 @@ def write_dead_letter(
     if not state.fail(letter):
         log.warning("job %s already has a record: the failure of a redelivered %s stage is not stored",
                     letter.job_id, stage)
+        return None
     return letter
 
 

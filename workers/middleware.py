@@ -172,8 +172,9 @@ class DeadLetter:
                 attempts=delivery.attempt,
                 retries_exhausted=exc.retryable,
             )
-            log.error("dead-lettered as %s%s (%s)", exc.failure_class,
-                      " after exhausting retries" if exc.retryable else "", letter.dead_letter_id)
+            if letter is not None:  # None: the job has a record already, nothing was stored (logged there)
+                log.error("dead-lettered as %s%s (%s)", exc.failure_class,
+                          " after exhausting retries" if exc.retryable else "", letter.dead_letter_id)
             raise  # stops the chain; Flower shows the failure
 
 

@@ -328,3 +328,19 @@ def test_the_default_chain_dead_letters_a_malformed_payload_with_its_log_context
         assert logged and logged[0].job_id == "job-bad-1"  # type: ignore[attr-defined]
     finally:
         components.close()
+
+
+def test_a_late_failure_of_a_finished_job_stores_no_letter_and_does_not_claim_one(
+    state: SqliteStateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A redelivered stage failing after the job got its record: no letter, no "dead-lettered" line."""
+    from tests.unit.test_state_store import _record
+
+    assert state.complete(_record(REQUEST.job_id))
+    caplog.set_level(logging.INFO)
+    with pytest.raises(ProviderUnavailable):
+        DeadLetter()(delivery(state), raising(ProviderUnavailable("down")))
+    assert state.list_dead_letters() == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("dead-lettered" in m for m in messages), messages
+    assert any("already has a record" in m for m in messages), messages
