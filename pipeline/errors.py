@@ -138,12 +138,17 @@ class OversizedMessage(MalformedMessage):
 
 
 class Requeue(Exception):
-    """Put the job back on its stage's queue in ``delay_s`` seconds; a signal, never dead-lettered."""
+    """Put the job back on its stage's queue in ``delay_s`` seconds; a signal, never dead-lettered.
 
-    def __init__(self, delay_s: float, reason: str) -> None:
+    ``details`` carries what the attempt already made upstream before the signal (a billed first
+    answer before its repair, a failed primary before the fallback), as an error's details do, so
+    the job's record still counts those calls."""
+
+    def __init__(self, delay_s: float, reason: str, details: dict[str, object] | None = None) -> None:
         super().__init__(f"re-queue in {delay_s:.3f}s: {reason}")
         self.delay_s = max(0.0, float(delay_s))
         self.reason = reason
+        self.details: dict[str, object] = dict(details or {})
 
 
 def validation_problems(exc: ValidationError, root: str) -> list[str]:

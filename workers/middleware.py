@@ -302,8 +302,9 @@ _UNPRICED = "unpriced:"
 class CountAttempts:
     """Every upstream call a job made is on its record, not only the last attempt's.
 
-    A failed generate attempt (a timeout after two billed retries, a fallback chain that gave
-    up) carries its bill in the error's details; it is added to the job's usage in the store,
+    A failed or re-queued generate attempt (a timeout after two billed retries, a fallback chain
+    that gave up, a rate-limit re-queue before the repair call) carries its bill in the error's or
+    the signal's details; it is added to the job's usage in the store,
     and the attempt that succeeds adds what earlier attempts left to its completion.
     """
 
@@ -311,7 +312,7 @@ class CountAttempts:
         job_id = delivery.request.job_id
         try:
             output = call_next(delivery)
-        except ConveyorError as exc:
+        except (ConveyorError, Requeue) as exc:  # a re-queue after a billed call keeps that bill too
             bill = _bill(exc.details)
             if bill:
                 delivery.components.state.add_usage(job_id, bill)

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.errors import ConveyorError, validation_problems
+from pipeline.errors import ConveyorError, Requeue, validation_problems
 from pipeline.generation.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMResponse
 from pipeline.generation.llm.pricing import add_cost, catalogue, merge_models
 from pipeline.generation.llm.tokens import count_tokens
@@ -103,7 +103,7 @@ class LLMGenerator:
             retry = [*messages, ChatMessage(role="assistant", content=responses[0].text), repair_message(errors)]
             try:
                 responses.append(self._ask(retry, msg, template.version))
-            except ConveyorError as exc:  # the first answer was billed too: the error carries both
+            except (ConveyorError, Requeue) as exc:  # the first answer was billed too: the error carries both
                 first = responses[0]
                 d = exc.details
                 for key, value in (("calls", first.calls), ("prompt_tokens", first.prompt_tokens),

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipeline.errors import ConveyorError, InvalidInput, ProviderRejected, RetryableError
+from pipeline.errors import ConveyorError, InvalidInput, ProviderRejected, Requeue, RetryableError
 from pipeline.generation.llm.base import LLMProvider, LLMRequest, LLMResponse, is_context_overflow
 from pipeline.generation.llm.pricing import add_cost, merge_models
 
@@ -45,6 +45,14 @@ class _Totals:
             self.cost_usd = None
         elif isinstance(cost, int | float) and not isinstance(cost, bool):
             self.cost_usd = add_cost(self.cost_usd, float(cost))
+
+    def carry(self, details: dict[str, object], tried: list[str]) -> None:
+        """Add a link that gave up (an error, or a re-queue signal) and put the chain's totals so far on
+        its details, which is what the job's record reads for a failed or re-queued attempt."""
+        self.add(details.get("calls"), details.get("prompt_tokens"), details.get("completion_tokens"),
+                 details.get("cost_usd", 0.0), details.get("unpriced_models", ()))
+        details.update(calls=self.calls, prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                       cost_usd=self.cost_usd, unpriced_models=list(self.unpriced_models), models_tried=list(tried))
 
 
 class FallbackProvider:
@@ -78,18 +86,11 @@ class FallbackProvider:
             tried.append(model)
             try:
                 response = provider.complete(request.model_copy(update={"model": model}))
+            except Requeue as signal:  # not yet: back on the queue, with what the chain has billed so far
+                totals.carry(signal.details, tried)
+                raise
             except ConveyorError as exc:
-                d = exc.details
-                totals.add(d.get("calls"), d.get("prompt_tokens"), d.get("completion_tokens"),
-                           d.get("cost_usd", 0.0), d.get("unpriced_models", ()))
-                exc.details.update(
-                    calls=totals.calls,
-                    prompt_tokens=totals.prompt_tokens,
-                    completion_tokens=totals.completion_tokens,
-                    cost_usd=totals.cost_usd,
-                    unpriced_models=list(totals.unpriced_models),
-                    models_tried=list(tried),
-                )
+                totals.carry(exc.details, tried)
                 if not self._moves_on(exc):
                     raise
                 last = exc

@@ -208,8 +208,10 @@ class OpenAICompatProvider:
             completion = call_with_retry(
                 attempt, self.retry_policy, sleep=self._sleep, rng=self._rng, describe=f"{self.name}:{model}"
             )
-        except Requeue:
-            raise  # "not yet", not a failure: the worker re-queues the job
+        except Requeue as signal:  # "not yet", not a failure: the worker re-queues the job
+            if bill.calls:  # earlier attempts of this call were made (and may be billed)
+                signal.details.update(bill.as_details(), model=model, provider=self.name)
+            raise
         except ConveyorError as exc:
             exc.details.update(bill.as_details(), model=model, provider=self.name)
             raise
