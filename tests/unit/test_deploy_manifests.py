@@ -426,11 +426,25 @@ def test_network_policy_admits_only_conveyor_pods_and_keda_to_redis() -> None:
     assert {"podSelector": {"matchLabels": conveyor_selector}} in peers
     keda = [p for p in peers if "namespaceSelector" in p]
     assert len(peers) == 2 and keda and keda[0]["podSelector"], "KEDA's operator only, not its whole namespace"
-    assert policies["conveyor-pods"]["ingress"] == []
+    (metrics_rule,) = policies["conveyor-pods"]["ingress"]  # the workers' /metrics, nothing else
+    assert metrics_rule == {"from": [{"podSelector": {}}], "ports": [{"port": 9100, "protocol": "TCP"}]}
     (flower_rule,) = policies["conveyor-flower"]["ingress"]
     assert flower_rule["from"] == [{"podSelector": {}}], "Flower: this namespace only"
     egress_ports = {p["port"] for rule in policies["conveyor-pods"]["egress"] for p in rule["ports"]}
     assert {6379, 6333, 53, 443} == egress_ports
+
+
+def test_every_worker_serves_metrics_on_the_port_it_declares_and_prometheus_is_told() -> None:
+    workers = [d for d in _k8s_docs()
+               if d["kind"] == "Deployment" and d["metadata"]["name"].startswith("conveyor-worker")]
+    assert len(workers) == 3
+    for d in workers:
+        (container,) = d["spec"]["template"]["spec"]["containers"]
+        args = container["args"]
+        port = int(args[args.index("--metrics-port") + 1])
+        assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
+        annotations = d["spec"]["template"]["metadata"]["annotations"]
+        assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", str(port))
 
 
 # --- kustomize, the ingest Job, the image ------------------------------------------------------
