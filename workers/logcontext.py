@@ -1,10 +1,11 @@
-"""``job_id``, ``stage`` and ``batch_id`` on every log record emitted while a stage runs.
+"""``job_id``, ``stage``, ``batch_id`` and ``tenant`` on every log record emitted while a stage runs.
 
 A context variable holds the ids of the delivery in progress (per thread, so a threads pool
 keeps jobs apart); a log-record factory copies them onto every record the process creates,
 whichever logger or handler it goes through (Celery's, the stage's, a library's). Records
 outside a stage get ``-``. ``job_context`` is the same as one text suffix for plain-text
-formats: `` [job_id=… stage=… batch_id=…]``, empty outside a stage.
+formats: `` [job_id=… stage=… batch_id=…]``, empty outside a stage (the tenant is a field of the
+JSON format only, ``workers/logformat.py``: the text suffix is parsed by scripts as it is).
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-FIELDS: tuple[str, ...] = ("job_id", "stage", "batch_id")
+FIELDS: tuple[str, ...] = ("job_id", "stage", "batch_id", "tenant")
+#: the fields of the text suffix ``job_context``
+TEXT_FIELDS: tuple[str, ...] = ("job_id", "stage", "batch_id")
 _CURRENT: ContextVar[dict[str, str] | None] = ContextVar("conveyor_log_context", default=None)
 _installed = False
 
 
 @contextmanager
-def log_context(*, job_id: str, stage: str, batch_id: str | None) -> Iterator[None]:
-    token = _CURRENT.set({"job_id": job_id, "stage": stage, "batch_id": batch_id or "-"})
+def log_context(*, job_id: str, stage: str, batch_id: str | None, tenant: str | None = None) -> Iterator[None]:
+    token = _CURRENT.set({"job_id": job_id, "stage": stage, "batch_id": batch_id or "-", "tenant": tenant or "-"})
     try:
         yield
     finally:
@@ -45,7 +48,7 @@ def install() -> None:
         ctx = _CURRENT.get()
         for name in FIELDS:
             setattr(record, name, ctx[name] if ctx else "-")
-        record.job_context = (" [" + " ".join(f"{k}={ctx[k]}" for k in FIELDS) + "]") if ctx else ""
+        record.job_context = (" [" + " ".join(f"{k}={ctx[k]}" for k in TEXT_FIELDS) + "]") if ctx else ""
         return record
 
     logging.setLogRecordFactory(factory)

@@ -2,7 +2,9 @@
 
 - per-process clients: a worker warms the clients its queues need, after any fork
   (``workers.runtime`` keys clients by pid, so a child never uses its parent's);
-- logging: every handler gets the PII-redacting filter;
+- logging: every handler gets the PII-redacting filter, and the JSON formatter when
+  ``CONVEYOR_LOG_FORMAT=json`` (``workers/logformat.py``);
+- tracing (optional, ``workers/tracing.py``): set up in each process that runs tasks, after any fork;
 - Sentry: initialised in each worker process (never in the parent before fork), with PII
   and secrets scrubbed by ``before_send``;
 - metrics: every message published gets its publish time (the queue wait is measured from it),
@@ -21,6 +23,7 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_shutdown,
 )
 
 from pipeline.settings import Settings
@@ -97,9 +100,26 @@ def _app_of(sender: Any) -> Any:
     return app
 
 
+def init_tracing(app: Any) -> None:
+    """Tracing in this process when configured (the tracing module imports nothing otherwise)."""
+    from workers.tracing import enabled, setup_tracing
+
+    settings = settings_for(app)
+    if enabled(settings):
+        setup_tracing(settings, getattr(app, "conveyor_queues", None))
+
+
+def _forks_a_pool(worker: Any) -> bool:
+    """The worker's pool is prefork: its tasks run in children, set up in worker_process_init."""
+    pool = getattr(worker, "pool_cls", None)
+    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+    return name in {"prefork", "processes"} or str(name).endswith(".prefork")
+
+
 @worker_process_init.connect
 def _on_worker_process_init(sender: Any = None, **_: Any) -> None:
     init_process(settings_for(_app_of(sender)))
+    init_tracing(_app_of(sender))  # before warm-up, so the clients it builds are traced too
     warm_up_worker(_app_of(sender))  # prefork child: after the fork, never before
 
 
@@ -107,6 +127,8 @@ def _on_worker_process_init(sender: Any = None, **_: Any) -> None:
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     # threads and solo pools run tasks in this process: set it up here
     init_process(settings_for(_app_of(sender)))
+    if not _forks_a_pool(sender):  # never a tracer (exporter threads) in a parent that forks
+        init_tracing(_app_of(sender))
 
 
 @before_task_publish.connect
@@ -121,8 +143,17 @@ def _on_before_task_publish(headers: dict[str, Any] | None = None, **_: Any) -> 
 @worker_process_shutdown.connect
 def _on_worker_process_shutdown(pid: int | None = None, **_: Any) -> None:
     from workers.exporter import forget_process
+    from workers.tracing import flush
 
+    flush()  # a pool child exits without atexit: export its buffered spans first
     forget_process(pid)
+
+
+@worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    from workers.tracing import flush
+
+    flush()
 
 
 @after_setup_logger.connect
@@ -138,3 +169,12 @@ def _on_logging_setup(logger: logging.Logger | None = None, **_: Any) -> None:
     for handler in getattr(logger, "handlers", []):
         if not any(isinstance(f, PiiRedactingFilter) for f in handler.filters):
             handler.addFilter(PiiRedactingFilter())
+    if settings_for(_app_of(None)).log_format == "json":
+        from celery.utils.log import get_multiprocessing_logger
+
+        from workers.logformat import use_json
+
+        use_json([*logging.getLogger().handlers, *getattr(logger, "handlers", [])])
+        mp_logger = get_multiprocessing_logger()
+        if mp_logger is not None:
+            use_json(mp_logger.handlers)
