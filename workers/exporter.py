@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from prometheus_client.core import GaugeMetricFamily
 
     from pipeline.state import StateStore
+    from schemas.batch import BatchInfo
 
 log = logging.getLogger("conveyor.metrics")
 
@@ -176,13 +177,25 @@ class SampledGauges:
         return depths
 
     def batch_items(self) -> dict[str, dict[str, int]]:
-        state = self.state()
-        since = datetime.now(UTC) - RECENT_BATCH
         found = {}
-        for info in state.list_batches():
-            counts = state.batch_counts(info.batch_id)
+        for info, counts in recent_batches(self.state()):
             done = {"succeeded": counts.get("succeeded", 0), "failed": counts.get("failed", 0)}
-            pending = max(0, counts.get("submitted", 0) - done["succeeded"] - done["failed"])
-            if pending or info.created_at >= since:
-                found[info.batch_id] = {**done, "pending": pending}
+            found[info.batch_id] = {**done, "pending": batch_pending(counts)}
         return found
+
+
+def batch_pending(counts: dict[str, int]) -> int:
+    """Items of a batch sent and not settled yet, from its counters."""
+    return max(0, counts.get("submitted", 0) - counts.get("succeeded", 0) - counts.get("failed", 0))
+
+
+def recent_batches(state: StateStore) -> list[tuple[BatchInfo, dict[str, int]]]:
+    """Every batch with items pending or created in the last ``RECENT_BATCH``, newest first, with its
+    counters (submitted, succeeded, failed, and the usage fields): ``conveyor_batch_items`` and ``conveyor top``."""
+    since = datetime.now(UTC) - RECENT_BATCH
+    found = []
+    for info in state.list_batches():
+        counts = state.batch_counts(info.batch_id)
+        if batch_pending(counts) or info.created_at >= since:
+            found.append((info, counts))
+    return found
