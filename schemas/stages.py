@@ -92,9 +92,18 @@ class ContractSummary(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    parties: list[str] = Field(default_factory=list)
-    effective_date: str | None = None
-    term: str | None = None
+    parties: list[str] = Field(default_factory=list, description="full legal names, short names resolved")
+    effective_date: str | None = Field(
+        default=None, description="the date the agreement takes effect, ISO YYYY-MM-DD (not the signature date)")
+    term: str | None = Field(default=None, description="the sentence or cell that states the term")
+    term_months: int | Literal["indefinite"] | None = Field(
+        default=None, description="the (initial) term in months, or 'indefinite' (until terminated, at will)")
+    governing_law: str | None = Field(default=None, description="jurisdiction whose law governs, e.g. 'New York'")
+    payment: str | None = Field(default=None, description="the main payment: amount, currency and period")
+    liability_cap: str | None = Field(default=None, description="what aggregate liability may not exceed")
+    termination_notice: str | None = Field(
+        default=None, description="notice to terminate without cause (else to stop a renewal), as written")
+    termination_notice_days: int | None = Field(default=None, description="that notice in days (a month = 30)")
     summary: str = Field(min_length=1)
     key_terms: list[str] = Field(default_factory=list)
     risks: list[str] = Field(default_factory=list)

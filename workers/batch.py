@@ -192,9 +192,9 @@ class SubmitReport:
 
 def generation_key(settings: Settings, intent: Intent | None) -> tuple[str, str]:
     """(prompt version, model): part of an item's identity, so a new prompt or model runs items again."""
-    from pipeline.generation.prompts import TEMPLATES
+    from pipeline.generation.prompts import template_for
 
-    version = TEMPLATES[intent].version if intent is not None else "by-intent"
+    version = template_for(intent, settings.prompt_versions).version if intent is not None else "by-intent"
     return version, (settings.llm_model if settings.llm_base_url else "extractive")
 
 

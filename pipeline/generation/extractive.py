@@ -9,10 +9,11 @@ arranges sentences that are literally in the retrieved chunks, and every record 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from pipeline.generation.fields import extract_fields
 from pipeline.retrieval.chunking import chunk_body
 from pipeline.retrieval.embeddings import Embedder
 from pipeline.text import split_sentences
@@ -20,16 +21,11 @@ from schemas import Answer, Completion, ContextChunk, ContractSummary, Intent, R
 
 PROVIDER = "extractive"
 MODEL = "extractive-v1"
-PROMPT_VERSION = "extractive/v1"
+#: v2: the contract fields (pipeline/generation/fields.py), read from all of the document's chunks.
+PROMPT_VERSION = "extractive/v2"
 
-_MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
-_DATE = rf"(?:{_MONTHS})\s+\d{{1,2}},\s+\d{{4}}"
-_EFFECTIVE = re.compile(rf"(?:as of|dated|effective(?: as of| on)?)\s+({_DATE})", re.IGNORECASE)
-_ANY_DATE = re.compile(_DATE)
-_BETWEEN = re.compile(r"\bby and between\s+(.+?)\s+and\s+(.+?)(?:\.\s|\.$|;|\n)", re.IGNORECASE | re.DOTALL)
-_DURATION = re.compile(
-    r"\b(?:(?:[a-z]+(?:-[a-z]+)?\s+)?\(\d+\)|\d+)\s+(?:calendar\s+)?(?:years?|months?)\b", re.IGNORECASE
-)
+#: ``(tenant, document_id) -> every chunk of the document, in document order``
+DocumentChunks = Callable[[str, str], Sequence[ContextChunk]]
 _RISK_WORDS = {
     "indemnif": 3, "unlimited": 3, "liabilit": 2, "terminat": 2, "automatic": 2, "renew": 2,
     "penalt": 3, "late": 1, "interest": 1, "exclusive": 2, "non-compet": 3, "waive": 2, "breach": 1,
@@ -38,12 +34,6 @@ _RISK_WORDS = {
 _KEY_SECTIONS = ("fee", "payment", "rent", "price", "term", "termination", "liabilit", "confidential",
                  "governing", "warrant", "indemn", "delivery", "service level", "license", "scope")
 _SKIP_SECTIONS = ("definition", "signature", "in witness", "counterpart", "notices", "miscellaneous")
-
-
-def _party_name(raw: str) -> str:
-    """'Northwind Analytics, Inc., a Delaware corporation ("Northwind")' -> 'Northwind Analytics, Inc.'"""
-    name = re.split(r",\s+an?\s+|\s+\(|\s*,\s*(?:with|having|whose)\b", raw.strip(), maxsplit=1)[0]
-    return name.strip(" ,;\"'").replace("\n", " ")
 
 
 _CLAUSE_NUMBER = re.compile(r"^\s*(?:\d+(?:\.\d+)*[a-z]?\.?|\([a-z0-9]+\))\s+")
@@ -72,9 +62,29 @@ def _risk_score(sentence: str) -> int:
 class ExtractiveGenerator:
     """Builds structured outputs from sentences of the retrieved chunks, nothing else."""
 
-    def __init__(self, embedder: Embedder, *, max_summary_sentences: int = 5) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        *,
+        max_summary_sentences: int = 5,
+        document_chunks: DocumentChunks | None = None,
+    ) -> None:
         self._embedder = embedder
         self._max_summary = max_summary_sentences
+        self._document_chunks = document_chunks
+
+    def _whole_document(self, msg: RetrievalResult) -> list[ContextChunk] | None:
+        """All of the document's chunks for the field extraction: the summary's context is cut to the
+        token budget, but a party, a date or a cap may sit in a section the budget left out. Chunks
+        the retrieve stage quarantined, and any other chunk the injection detector flags, stay out."""
+        doc_id = msg.request.document_id
+        if self._document_chunks is None or not doc_id:
+            return None
+        from pipeline.guard import detect_injection
+
+        withheld = set(msg.quarantined_chunks)
+        return [c for c in self._document_chunks(msg.request.tenant, doc_id)
+                if c.chunk_id not in withheld and not detect_injection(c.text).flagged]
 
     def warm_up(self) -> None:
         warm = getattr(self._embedder, "warm_up", None)
@@ -83,7 +93,7 @@ class ExtractiveGenerator:
 
     def generate(self, msg: RetrievalResult) -> Completion:
         if msg.intent == Intent.summarize:
-            out = self.summarize(msg.chunks)
+            out = self.summarize(msg.chunks, document=self._whole_document(msg))
             text = out.summary
             structured = out.model_dump()
         else:
@@ -94,16 +104,16 @@ class ExtractiveGenerator:
             text=text, structured=structured, provider=PROVIDER, model=MODEL, prompt_version=PROMPT_VERSION
         )
 
-    def summarize(self, chunks: Sequence[ContextChunk]) -> ContractSummary:
+    def summarize(
+        self, chunks: Sequence[ContextChunk], *, document: Sequence[ContextChunk] | None = None
+    ) -> ContractSummary:
+        """``chunks``: the budgeted context the summary is written from; ``document``: every chunk of the
+        document (when the caller can get them), which the contract fields are read from."""
         if not chunks:
             return ContractSummary(summary="No content was retrieved for this document.")
-        full = "\n".join(c.text for c in chunks)
-        parties: list[str] = []
-        if m := _BETWEEN.search(full):
-            parties = [p for p in (_party_name(m.group(1)), _party_name(m.group(2))) if p]
-        date = _EFFECTIVE.search(full) or _ANY_DATE.search(full)
-        effective_date = date.group(1) if date and date.groups() else (date.group(0) if date else None)
-
+        given = {c.chunk_id for c in chunks}
+        source = list(document) if document else list(chunks)
+        fields = extract_fields([(c.section, chunk_body(c.text)) for c in source])
         sentences = _sentences(chunks)
         cited: list[str] = []
 
@@ -111,12 +121,9 @@ class ExtractiveGenerator:
             if chunk.chunk_id not in cited:
                 cited.append(chunk.chunk_id)
 
-        term = None
-        for sentence, chunk in sentences:
-            if "term" in (chunk.section + " " + sentence).lower() and _DURATION.search(sentence):
-                term = sentence
-                cite(chunk)
-                break
+        for index in fields.sources.values():
+            if source[index].chunk_id in given:  # cite only what the summary was given
+                cite(source[index])
 
         picked: list[str] = []
         sections_done: set[str] = set()
@@ -140,9 +147,15 @@ class ExtractiveGenerator:
         for _, chunk in risky:
             cite(chunk)
         return ContractSummary(
-            parties=parties,
-            effective_date=effective_date,
-            term=term,
+            parties=fields.parties,
+            effective_date=fields.effective_date,
+            term=fields.term,
+            term_months=fields.term_months,
+            governing_law=fields.governing_law,
+            payment=fields.payment,
+            liability_cap=fields.liability_cap,
+            termination_notice=fields.termination_notice,
+            termination_notice_days=fields.termination_notice_days,
             summary=(" ".join(picked) or sentences[0][0]) if sentences else "No sentences found.",
             key_terms=key_terms,
             risks=[s for s, _ in risky],

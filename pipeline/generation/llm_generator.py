@@ -13,6 +13,7 @@ Upper bound on upstream HTTP calls for one job:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -55,8 +56,10 @@ class LLMGenerator:
         max_tokens: int,
         temperature: float,
         context_token_budget: int,
+        prompt_versions: Sequence[str] = (),
     ) -> None:
         self.provider = provider
+        self.prompt_versions = tuple(prompt_versions)
         self.model = model
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -92,6 +95,7 @@ class LLMGenerator:
             msg.chunks,
             budget_tokens=self.context_token_budget,
             count_tokens=lambda text: count_tokens(text, model),
+            versions=self.prompt_versions,
         )
         responses = [self._ask(messages, msg, template.version)]
         structured, errors = (None, []) if responses[0].finish_reason == "length" else parse_structured(

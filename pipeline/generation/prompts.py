@@ -37,9 +37,18 @@ class PromptTemplate:
 TEMPLATES: dict[Intent, PromptTemplate] = {
     Intent.summarize: PromptTemplate(
         Intent.summarize,
-        "summarize/v1",
-        "Summarize the contract for a reviewer: the parties, the effective date, the term, a short summary "
-        "(at most 6 sentences), the key commercial and legal terms, and the risks for the reader's side.",
+        "summarize/v2",
+        "Summarize the contract for a reviewer. Fields: 'parties': every party's full legal name as written in the "
+        "opening recital or cover table (resolve defined short names such as 'the Supplier' to the full name; no "
+        "addresses or descriptions); 'effective_date': the date the agreement takes effect, as YYYY-MM-DD (the "
+        "defined Effective or Commencement Date, not the signature date, not the date of an earlier agreement it "
+        "amends or mentions); 'term': the sentence stating the term; 'term_months': the initial term in months as "
+        "an integer, or \"indefinite\" when it runs until terminated or at will; 'governing_law': the jurisdiction "
+        "only (e.g. 'New York', 'England and Wales'); 'payment': the main payment with currency and period; "
+        "'liability_cap': what total liability may not exceed; 'termination_notice': the notice needed to "
+        "terminate without cause (else to stop a renewal), and 'termination_notice_days' in days (a month = 30). "
+        "Use null for a field the contract does not state. Then a short 'summary' (at most 6 sentences), the key "
+        "commercial and legal terms, and the risks for the reader's side.",
     ),
     Intent.question: PromptTemplate(
         Intent.question, "question/v1", "Answer the question in at most 4 sentences, quoting exact figures."
@@ -56,6 +65,31 @@ TEMPLATES: dict[Intent, PromptTemplate] = {
         Intent.other, "other/v1", "Help with the request if the context allows; otherwise say what is missing."
     ),
 }
+
+
+#: earlier templates, kept so that two versions can be compared (``CONVEYOR_PROMPT_VERSIONS``, ``conveyor
+#: eval --compare prompt_version=summarize/v1``).
+PREVIOUS: dict[str, PromptTemplate] = {
+    "summarize/v1": PromptTemplate(
+        Intent.summarize,
+        "summarize/v1",
+        "Summarize the contract for a reviewer: the parties, the effective date, the term, a short summary "
+        "(at most 6 sentences), the key commercial and legal terms, and the risks for the reader's side.",
+    ),
+}
+
+
+def template_for(intent: Intent, versions: Sequence[str] = ()) -> PromptTemplate:
+    """The intent's current template, or the one of ``versions`` (e.g. ``["summarize/v1"]``) for this intent."""
+    for version in versions:
+        if version.split("/", 1)[0] == intent.value:
+            if version == TEMPLATES[intent].version:
+                return TEMPLATES[intent]
+            if version not in PREVIOUS:
+                known = [TEMPLATES[intent].version, *(v for v in PREVIOUS if v.startswith(intent.value + "/"))]
+                raise ValueError(f"unknown prompt version {version!r}; known for {intent.value}: {known}")
+            return PREVIOUS[version]
+    return TEMPLATES[intent]
 
 
 def system_prompts() -> list[str]:
@@ -85,8 +119,9 @@ def build_messages(
     *,
     budget_tokens: int,
     count_tokens: Callable[[str], int],
+    versions: Sequence[str] = (),
 ) -> tuple[list[ChatMessage], PromptTemplate]:
-    template = TEMPLATES[intent]
+    template = template_for(intent, versions)
     kept = fit_chunks(chunks, budget_tokens, count_tokens)
     context = "\n\n".join(f"[chunk:{c.chunk_id}] ({c.doc_id} / {c.section})\n{c.text}" for c in kept)
     user = (

@@ -58,7 +58,7 @@ def _chat_calls(server: FakeOpenAIServer) -> int:
 def test_summary_from_the_llm_is_structured_costed_and_versioned(env: dict[str, Any]) -> None:
     record = env["rt"].client.result(_job(env), timeout=60)
     assert record.provider == "openai-compatible" and record.model == "gpt-4o-mini"
-    assert record.prompt_version == "summarize/v1"
+    assert record.prompt_version == "summarize/v2"
     assert record.llm_calls == 1 and not record.cached
     assert record.usage.prompt_tokens > 100 and record.usage.completion_tokens > 0
     assert record.cost_usd > 0

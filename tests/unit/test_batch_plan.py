@@ -85,5 +85,5 @@ def test_the_same_source_is_the_same_batch_and_identity_follows_content_and_mode
         first, "other", "Summarize.", Intent.summarize)
     extractive = generation_key(load_settings(data_dir=tmp_path), Intent.summarize)
     llm = generation_key(load_settings(data_dir=tmp_path, llm_base_url="http://127.0.0.1:1/v1"), Intent.summarize)
-    assert extractive == ("summarize/v1", "extractive") and llm == ("summarize/v1", "gpt-4o-mini")
+    assert extractive == ("summarize/v2", "extractive") and llm == ("summarize/v2", "gpt-4o-mini")
     assert _sha("a", "sha1", *extractive) != _sha("a", "sha1", *llm), "a new model runs the items again"

@@ -1,0 +1,898 @@
+"""Contract fields, read the way a lawyer's assistant reads them.
+
+``extract_fields(segments)`` takes a document as ``(section, text)`` segments in document
+order (the retrieve stage's chunks, or any split of a text) and returns the summary fields
+with the segment each one came from:
+
+- ``parties``: full legal names from the opening recital ("by and between X ... and Y",
+  "BETWEEN (1) X ... AND (2) Y", "PARTIES 1 X 2 Y", "BY AND AMONG X - and - Y - and - Z"),
+  else from role lines and cover tables ("Customer: X", "| Supplier | X |"). A name ends
+  where its description starts (", a Delaware corporation", "incorporated in", "(company
+  number", "whose registered office"). Defined short names ("Acme Holdings Limited (the
+  "Supplier")") are collected in ``defined_names`` and resolved when a recital or role line
+  names a party only by its short name.
+- ``effective_date`` (ISO): every date in the text is scored by what surrounds it: defined
+  as the Effective / Commencement / Start Date, "effective as of", "takes effect on",
+  "come into force on", "commence on" beat "dated" / "made on" / "this 3rd day of", which
+  beat nothing; a date that names another document ("dated 2 March 2021 (the "Main
+  Agreement")"), one in a WHEREAS recital, a signature line ("Signed", "Date:") or an
+  expiry ("ending on", "no later than") counts against. Dates: "1 February 2025",
+  "1st day of February, 2025", "February 1, 2025", "2025-02-01" and "01/02/2025", the last
+  read day-first or month-first from the document itself (``day_first``).
+- ``term_months`` (int or ``"indefinite"``) and ``term`` (the sentence): from "Term" /
+  "Duration" cells of a cover table, or the best-scored sentence saying how long the
+  agreement runs ("continue for a period of 12 months", "an initial period of two years",
+  "remain in force for eighteen (18) months", "extended for an additional twenty-four (24)
+  months", "Maturity Date means the date that is sixty (60) months after"); "until
+  terminated", "at will", "for as long as" give ``"indefinite"``. Survival, warranty,
+  insurance, confidentiality, non-solicitation and renewal periods do not count.
+- ``governing_law``: the jurisdiction of "governed by the law(s) of ..." (``canonical_law``).
+- ``payment``: the main amount (fee, price, rent, salary, principal, funding, minimum
+  purchase), not a liability cap, insurance limit, late charge, bonus or add-on rate.
+- ``liability_cap``: what aggregate liability "shall not exceed" / "is limited to".
+- ``termination_notice`` and ``termination_notice_days``: the notice to terminate without
+  cause (convenience, withdrawal, resignation, break), else to stop a renewal; cure periods
+  do not count. Months count 30 days, weeks 7.
+
+Nothing here knows a particular contract: tests/unit/test_fields.py checks it on phrasings
+that are not in the golden set (evals/summary/).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+TermMonths = int | Literal["indefinite"]
+
+_MONTH_NAMES = (
+    "january", "february", "march", "april", "may", "june",
+    "july", "august", "september", "october", "november", "december",
+)
+_MONTHS = {name: i + 1 for i, name in enumerate(_MONTH_NAMES)}
+_MONTHS.update({name[:3]: i + 1 for i, name in enumerate(_MONTH_NAMES)})
+_MONTHS["sept"] = 9
+_MONTH_RE = r"(?:January|February|March|April|May|June|July|August|September|October|November|December|" \
+            r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)\.?"
+_ORD = r"(?:st|nd|rd|th)?"
+_DMY = rf"(?P<d1>\d{{1,2}}){_ORD}(?:\s+day)?(?:\s+of)?\s+(?P<m1>{_MONTH_RE}),?\s+(?P<y1>\d{{4}})"
+_MDY = rf"(?P<m2>{_MONTH_RE})\s+(?P<d2>\d{{1,2}}){_ORD},?\s+(?P<y2>\d{{4}})"
+_ISO = r"(?P<y3>\d{4})-(?P<m3>\d{2})-(?P<d3>\d{2})"
+_NUMERIC = r"(?P<a>\d{1,2})(?P<sep>[/.])(?P<b>\d{1,2})(?P=sep)(?P<y4>\d{4})"
+DATE_RE = re.compile(rf"\b(?:{_DMY}|{_MDY}|{_ISO}|{_NUMERIC})\b", re.IGNORECASE)
+
+_WORD_NUMBERS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40,
+    "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
+}
+_NUMBER_WORD = (
+    r"(?:(?:one\s+hundred\s+(?:and\s+)?)?(?:(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)"
+    r"(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?|one|two|three|four|five|six|seven|eight|nine|ten|"
+    r"eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|hundred))"
+)
+_UNIT = r"(?P<unit>years?|months?|weeks?|(?:business\s+|working\s+|calendar\s+)?days?)"
+DURATION_RE = re.compile(
+    rf"\b(?:(?P<word>{_NUMBER_WORD})\s*\(\s*(?P<paren>\d+)\s*\)|\(\s*(?P<bare>\d+)\s*\)|(?P<digits>\d+)|"
+    rf"(?P<wordonly>{_NUMBER_WORD}|an?))[\s-]*(?:\((?:\d+)\)\s*)?(?:calendar\s+)?{_UNIT}(?:['’]s?)?(?![a-z])",
+    re.IGNORECASE,
+)
+_CURRENCY = r"(?:USD|EUR|GBP|CAD|AUD|CHF|SEK|US\$|C\$|A\$|\$|£|€)"
+MONEY_RE = re.compile(
+    rf"(?P<cur>{_CURRENCY})\s?(?P<amount>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?)(?:\s?(?P<mult>million|m)\b)?"
+    rf"|(?P<amount2>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?)\s?(?P<cur2>USD|EUR|GBP|CAD|euros?|dollars|pounds)\b",
+    re.IGNORECASE,
+)
+_CURRENCY_CODES = {
+    "$": "USD", "us$": "USD", "usd": "USD", "dollars": "USD", "£": "GBP", "gbp": "GBP", "pounds": "GBP",
+    "€": "EUR", "eur": "EUR", "euro": "EUR", "euros": "EUR", "cad": "CAD", "c$": "CAD", "aud": "AUD",
+    "a$": "AUD", "chf": "CHF", "sek": "SEK",
+}
+
+# a defined name in parentheses: ("Quillon"), (the "Supplier"), ("Sundqvist" or the "Principal")
+_DEFINED = re.compile(
+    r"\(\s*(?:the\s+|each\s+|together\s+)?[\"“']([^\"”'()]{1,60})[\"”'](?:\s*(?:or|and)\s+(?:the\s+)?[\"“']([^\"”'()]{1,60})[\"”'])?"
+    r"\s*\)",
+    re.IGNORECASE,
+)
+_NOT_A_PARTY = re.compile(
+    r"agreement|amendment|date|transaction|part(?:y|ies)|order|lease|licen[cs]e|schedule|services?$|project|"
+    r"products?|territory|deliverables|confidential|premises|property|dpa|msa|sow|loan$|funding|fees?$",
+    re.IGNORECASE,
+)
+_ROLE_WORDS = (
+    "Landlord|Tenant|Customer|Client|Provider|Supplier|Buyer|Seller|Purchaser|Vendor|Licensor|Licensee|Lender|"
+    "Borrower|Distributor|Principal|Employer|Employee|Company|Executive|Consultant|Contractor|Processor|Controller|"
+    "Lessor|Lessee|Discloser|Recipient|Service Provider|Guarantor|Agent|Reseller|Partner"
+)
+_ROLE_LINE = re.compile(
+    rf"(?:^|\n|\|)\s*(?:the\s+)?(?P<role>{_ROLE_WORDS})(?:\s+name)?\s*(?:[:|]\s*)(?P<name>[A-Z0-9][^\n|]{{1,200}})",
+)
+# where a party's name ends and its description begins
+_NAME_END = re.compile(
+    r",\s*(?:an?|the)\s|,\s*(?:incorporated|registered|organi[sz]ed|having|whose|with|of|at|acting|company|"
+    r"registration|reg\.|a\s)|\s+\((?:company|registration|registered|reg\.|hrb|kvk|crn|no\.|number|abn|acn|"
+    r"organisation|organization)|\s+(?:a\s+company|a\s+corporation|incorporated|registered|whose|having|of\s+\d|"
+    r"residing)\b|\s+\(|,\s*\d|\s+-\s+|\s+of\s+(?=\d)",
+    re.IGNORECASE,
+)
+_SUFFIX_CASE = {
+    "llc": "LLC", "llp": "LLP", "lp": "LP", "plc": "plc", "n.a.": "N.A.", "ab": "AB", "b.v.": "B.V.", "bv": "BV",
+    "gmbh": "GmbH", "ag": "AG", "sa": "SA", "s.a.": "S.A.", "nv": "NV", "n.v.": "N.V.", "inc.": "Inc.",
+    "ltd": "Ltd", "ltd.": "Ltd.", "of": "of", "and": "and", "the": "the", "for": "for", "de": "de", "kg": "KG",
+    "se": "SE", "s.r.l.": "S.r.l.", "sas": "SAS", "oy": "Oy", "as": "AS", "a/s": "A/S", "pty": "Pty", "ulc": "ULC",
+}
+
+
+_HEADING_LINE = re.compile(
+    r"(?i)(?:section|clause|article)\s+\d+|parties|between|by\s+and\s+between|[-–]?\s*and\s*[-–]?"
+)
+_COMPANY_SUFFIX = re.compile(
+    r",?\s+(?:LLC|L\.L\.C\.|LLP|LP|L\.P\.|Inc\.?|Incorporated|Corp\.?|Corporation|Ltd\.?|Limited|plc|PLC|GmbH|AG|"
+    r"B\.V\.|BV|N\.V\.|NV|AB|S\.A\.|SA|SAS|S\.r\.l\.|Pty\s+Ltd|N\.A\.|ULC|Oy|A/S|KG|SE)(?=$|[\s,;(])",
+    re.IGNORECASE,
+)
+
+
+# --- dates -------------------------------------------------------------------------------------------
+def day_first(text: str) -> bool:
+    """Does this document write numeric dates day-first (01/02/2025 = 1 February)?
+
+    An unambiguous numeric date decides (13/04/2025 is day-first, 04/13/2025 is not);
+    else the written dates ("1 February 2025" vs "February 1, 2025"); else the document's
+    currency and company forms (£ € Limited GmbH B.V. vs $ Inc. LLC).
+    """
+    votes = 0
+    for m in re.finditer(r"\b(\d{1,2})[/.](\d{1,2})[/.](\d{4})\b", text):
+        a, b = int(m.group(1)), int(m.group(2))
+        if a > 12 >= b:
+            votes += 5
+        elif b > 12 >= a:
+            votes -= 5
+        if m.group(0)[len(m.group(1))] == ".":
+            votes += 1
+    for m in DATE_RE.finditer(text):
+        if m.group("d1"):
+            votes += 1
+        elif m.group("m2"):
+            votes -= 1
+    if votes:
+        return votes > 0
+    eu = len(re.findall(r"£|€|\bEUR\b|\bGBP\b|\bLimited\b|\bLtd\b|\bGmbH\b|\bB\.V\.|\bplc\b|\bAB\b", text))
+    us = len(re.findall(r"\$|\bUSD\b|\bInc\.|\bLLC\b|\bCorp\.|\bState of\b", text))
+    return eu > us
+
+
+def _month(name: str) -> int:
+    return _MONTHS[name.lower().rstrip(".")[:4] if name.lower().startswith("sept") else name.lower().rstrip(".")[:3]]
+
+
+def _date_of(m: re.Match[str], dayfirst: bool) -> date | None:
+    try:
+        if m.group("d1"):
+            return date(int(m.group("y1")), _month(m.group("m1")), int(m.group("d1")))
+        if m.group("m2"):
+            return date(int(m.group("y2")), _month(m.group("m2")), int(m.group("d2")))
+        if m.group("y3"):
+            return date(int(m.group("y3")), int(m.group("m3")), int(m.group("d3")))
+        a, b, year = int(m.group("a")), int(m.group("b")), int(m.group("y4"))
+        if a > 12:
+            return date(year, b, a)
+        if b > 12:
+            return date(year, a, b)
+        return date(year, b, a) if dayfirst else date(year, a, b)
+    except (ValueError, KeyError):
+        return None
+
+
+def parse_date(text: str, *, dayfirst: bool | None = None) -> date | None:
+    """The first date written in ``text`` (``dayfirst`` None: guessed from ``text``)."""
+    m = DATE_RE.search(text or "")
+    if m is None:
+        return None
+    return _date_of(m, day_first(text) if dayfirst is None else dayfirst)
+
+
+# --- numbers and durations ---------------------------------------------------------------------------
+def _word_number(word: str) -> int | None:
+    parts = [p for p in re.split(r"[- ]+", word.lower()) if p != "and"]
+    if len(parts) > 1 and parts[1] == "hundred":
+        rest = _word_number(" ".join(parts[2:])) if parts[2:] else 0
+        head = _WORD_NUMBERS.get(parts[0])
+        return head * 100 + (rest or 0) if head and rest is not None else None
+    total = 0
+    for part in parts:
+        if part not in _WORD_NUMBERS:
+            return None
+        total += _WORD_NUMBERS[part]
+    return total or None
+
+
+@dataclass(frozen=True)
+class Duration:
+    value: int
+    unit: str  # year | month | week | day
+    text: str
+
+    @property
+    def months(self) -> int | None:
+        if self.unit == "year":
+            return self.value * 12
+        if self.unit == "month":
+            return self.value
+        return None
+
+    @property
+    def days(self) -> int:
+        return self.value * {"year": 365, "month": 30, "week": 7}.get(self.unit, 1)
+
+
+def _duration_of(m: re.Match[str]) -> Duration | None:
+    raw = m.group("paren") or m.group("bare") or m.group("digits")
+    value = int(raw) if raw else _word_number(m.group("wordonly") or m.group("word") or "")
+    if not value:
+        return None
+    unit = m.group("unit").lower().split()[-1].rstrip("s")
+    return Duration(value, unit, " ".join(m.group(0).split()))
+
+
+def durations(text: str) -> list[tuple[Duration, int]]:
+    """Every duration in ``text`` with its offset: "twenty-four (24) months", "2 years", "one month's"."""
+    out = []
+    for m in DURATION_RE.finditer(text):
+        d = _duration_of(m)
+        if d is not None:
+            out.append((d, m.start()))
+    return out
+
+
+def parse_duration(text: str) -> Duration | None:
+    found = durations(text or "")
+    return found[0][0] if found else None
+
+
+def notice_days(text: str | int | None) -> int | None:
+    """'90 days' -> 90, 'one month's' -> 30, 'four (4) weeks' -> 28, 45 -> 45."""
+    if text is None:
+        return None
+    if isinstance(text, int):
+        return text
+    d = parse_duration(str(text))
+    return d.days if d else None
+
+
+_INDEFINITE = re.compile(
+    r"until\s+terminated|\bat[- ]will\b|\bindefinite(?:ly)?\b|no\s+fixed\s+(?:term|duration|period)|"
+    r"for\s+as\s+long\s+as|until\s+(?:either|one)\s+party\s+terminates|perpetual(?:ly)?\s+(?:term|in\s+force)|"
+    r"continues?\s+until\s+(?:it\s+is\s+)?terminated",
+    re.IGNORECASE,
+)
+
+
+def term_months_of(text: str | int | None) -> TermMonths | None:
+    """A term written any way -> months or "indefinite" ('2 years' -> 24, 'until terminated' -> indefinite)."""
+    if text is None:
+        return None
+    if isinstance(text, int):
+        return text
+    if str(text).strip().lower() == "indefinite" or _INDEFINITE.search(str(text)):
+        return "indefinite"
+    for d, _ in durations(str(text)):
+        if d.months:
+            return d.months
+    return None
+
+
+def numbers(text: str | None) -> set[float]:
+    """Every number in ``text`` ('1,000,000', '14.20', '(12)', 'twelve', '100%')."""
+    found: set[float] = set()
+    if not text:
+        return found
+    for m in re.finditer(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?", text):
+        found.add(float(m.group(0).replace(",", "")))
+    for m in re.finditer(_NUMBER_WORD, text, re.IGNORECASE):
+        value = _word_number(m.group(0))
+        if value:
+            found.add(float(value))
+    return found
+
+
+def currency_of(text: str | None) -> str | None:
+    m = MONEY_RE.search(text or "")
+    if m is None:
+        return None
+    return _CURRENCY_CODES.get((m.group("cur") or m.group("cur2") or "").lower())
+
+
+def money_amounts(text: str | None) -> list[tuple[float, str | None]]:
+    out = []
+    for m in MONEY_RE.finditer(text or ""):
+        amount = float((m.group("amount") or m.group("amount2")).replace(",", ""))
+        if m.group("mult"):
+            amount *= 1_000_000
+        out.append((amount, _CURRENCY_CODES.get((m.group("cur") or m.group("cur2") or "").lower())))
+    return out
+
+
+# --- names and law -----------------------------------------------------------------------------------
+def normalize_party(name: str) -> str:
+    """For comparing names: case, punctuation, '&', 'the' and company-form spellings do not matter."""
+    s = name.lower().replace("&", " and ")
+    s = re.sub(r"[.,'’\"]", "", s)
+    s = re.sub(r"^\s*the\s+", "", s)
+    words = s.split()
+    forms = {"limited": "ltd", "incorporated": "inc", "corporation": "corp", "company": "co", "na": "na",
+             "public limited company": "plc"}
+    return " ".join(forms.get(w, w) for w in words)
+
+
+_LAW_PREFIX = re.compile(
+    r"^(?:the\s+)?(?:(?:substantive|internal)\s+)?laws?\s+(?:of|in\s+force\s+in)\s+|^(?:the\s+)?(?:state|commonwealth|"
+    r"province|federal\s+republic|republic|kingdom|grand\s+duchy|canton|territory)\s+of\s+|^the\s+",
+    re.IGNORECASE,
+)
+
+
+def canonical_law(text: str | None) -> str | None:
+    """'the laws of the State of New York' -> 'new york'; 'English law' -> 'england and wales'."""
+    if not text:
+        return None
+    s = " ".join(text.replace("&", "and").split()).strip(" .,;:")
+    if re.fullmatch(r"(?i)english(?:\s+law)?|england", s):
+        return "england and wales"
+    if re.fullmatch(r"(?i)scots(?:\s+law)?", s):
+        return "scotland"
+    previous = None
+    while previous != s:
+        previous = s
+        s = _LAW_PREFIX.sub("", s).strip()
+    s = re.split(r"(?i),|;|\s+and\s+the\s+|\s+(?:without|excluding|exclusive|notwithstanding|consistent|applicable|"
+                 r"as\s+applied|and\s+any|and\s+federal|including)\b", s)[0]
+    s = re.sub(r"(?i)\s+law$", "", s).strip(" .")
+    s = s.lower()
+    return {"united states": "united states", "usa": "united states", "uk": "england and wales",
+            "england": "england and wales"}.get(s, s) or None
+
+
+def _display_law(text: str) -> str:
+    s = " ".join(text.split()).strip(" .,;:")
+    previous = None
+    while previous != s:
+        previous = s
+        s = _LAW_PREFIX.sub("", s).strip()
+    s = re.split(r",|;|\s+and\s+the\s+|\s+(?:without|excluding|exclusive|notwithstanding|consistent|applicable|as\s+"
+                 r"applied|and\s+any|and\s+federal|including)\b", s, flags=re.IGNORECASE)[0]
+    return s.strip(" .")
+
+
+def tidy_name(raw: str) -> str:
+    """A party's name from the text that starts with it; capitals become title case."""
+    lines = [ln for ln in raw.splitlines() if ln.strip() and not _HEADING_LINE.fullmatch(ln.strip())]
+    s = " ".join((lines[-1] if lines else raw).split()).strip()
+    s = re.sub(r"^(?:\(?\d{1,2}[.)]?\s+|\(?[a-z]\)\s+|[-–]\s*and\s*[-–]\s*|and\s+|between\s+|among\s+)", "", s,
+               flags=re.IGNORECASE)
+    m = _NAME_END.search(s)
+    if m:
+        s = s[: m.start()]
+    s = s.strip(" ,;:\"'“”")
+    suffix = _COMPANY_SUFFIX.search(s)
+    if suffix:
+        s = s[: suffix.end()].strip(" ,;:")
+    if s.isupper() and len(s) > 4:
+        words = []
+        for w in s.split():
+            low = w.lower()
+            words.append(_SUFFIX_CASE.get(low, w.capitalize() if w.isalpha() or "." in w or "&" in w else w))
+        s = " ".join(words)
+        s = re.sub(r"\bInc\b(?!\.)", "Inc.", s) if "INC." in raw.upper() else s
+    return s
+
+
+# --- segments ---------------------------------------------------------------------------------------
+@dataclass
+class FieldValues:
+    """The extracted fields and, per field, the index of the segment it was read from."""
+
+    parties: list[str] = field(default_factory=list)
+    effective_date: str | None = None
+    term: str | None = None
+    term_months: TermMonths | None = None
+    governing_law: str | None = None
+    payment: str | None = None
+    liability_cap: str | None = None
+    termination_notice: str | None = None
+    termination_notice_days: int | None = None
+    defined_names: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Sentence:
+    text: str
+    section: str
+    segment: int
+
+
+_CELL_SPLIT = re.compile(r"\s*\|\s*")
+
+
+def _sentences(segments: Sequence[tuple[str, str]]) -> list[_Sentence]:
+    out = []
+    for index, (section, text) in enumerate(segments):
+        for line in text.splitlines():
+            if line.count("|") >= 2:
+                continue  # tables are read as cells
+            for piece in re.split(r"(?<=[.;])\s+(?=[A-Z(\"“])", line):
+                piece = piece.strip()
+                if piece:
+                    out.append(_Sentence(piece, section, index))
+    return out
+
+
+def _cells(segments: Sequence[tuple[str, str]]) -> list[tuple[str, str, int]]:
+    """(label, value, segment) from table rows ("| Label | Value |") and "Label: value" lines."""
+    out = []
+    for index, (_, text) in enumerate(segments):
+        for line in text.splitlines():
+            if line.count("|") >= 2:
+                cells = [c for c in _CELL_SPLIT.split(line.strip()) if c and not re.fullmatch(r"-{2,}|:?-+:?", c)]
+                for label, value in zip(cells[::2], cells[1::2], strict=False):
+                    out.append((label.strip(), value.strip(), index))
+                    # a "Parties" cell may hold "Landlord: X. Tenant: Y"
+                    for sub in re.finditer(rf"\b({_ROLE_WORDS})\s*:\s*([^:]+?)(?=\s+(?:{_ROLE_WORDS})\s*:|$)", value):
+                        out.append((sub.group(1), sub.group(2).strip(), index))
+            else:
+                m = re.match(r"^\s*([A-Z][A-Za-z ./()-]{1,40}?)\s*:\s+(\S.{0,200})$", line.strip())
+                if m:
+                    out.append((m.group(1).strip(), m.group(2).strip(), index))
+    return out
+
+
+# --- parties ----------------------------------------------------------------------------------------
+_RECITAL_START = re.compile(
+    r"\bby\s+and\s+(?:between|among)\b|\bbetween\b|\bamong\b|(?:^|\n)\s*(?:THE\s+)?PARTIES\s*:?\s*(?:\n|$)|"
+    r"(?:^|\n)\s*Parties\s*:?\s*(?:\n|$)",
+    re.IGNORECASE,
+)
+_RECITAL_END = re.compile(
+    r"\bWHEREAS\b|\bBACKGROUND\b|\bRECITALS?\b|\bNOW,?\s+THEREFORE\b|\bIT\s+IS\s+AGREED\b|\(each\s+a\s+[\"“]Party|"
+    r"\bthe\s+parties\s+agree\b|\bRecitals?\s*:|\bBackground\s*:|\n\s*(?:1\.?\s+)?(?:Definitions|Interpretation)\b",
+)
+
+
+def _recital_parties(text: str) -> tuple[list[str], dict[str, str]]:
+    head = text[:6000]
+    start = _RECITAL_START.search(head)
+    if start is None:
+        return [], {}
+    end = _RECITAL_END.search(head, start.end())
+    body = head[start.start(): end.start() if end else start.end() + 2500]
+    body = re.sub(r"^(?:by\s+and\s+(?:between|among)|between|among|(?:the\s+)?parties)\s*:?", "", body.strip(),
+                  flags=re.IGNORECASE).strip()
+    parties: list[str] = []
+    names: dict[str, str] = {}
+    last = 0
+    for m in _DEFINED.finditer(body):
+        shorts = [s.strip() for s in (m.group(1), m.group(2)) if s]
+        if any(_NOT_A_PARTY.search(s) and s.lower() not in _ROLE_WORDS.lower().split("|") for s in shorts):
+            last = m.end()
+            continue
+        raw = body[last: m.start()]
+        if len(parties) >= 2 and re.search(r"(?<![A-Z])(?<!Inc)(?<!Ltd)(?<!Co)(?<!Corp)\.\s+[A-Z][a-z]", raw):
+            break  # the sentence naming the parties has ended
+        last = m.end()
+        # the name starts after the previous party's connective
+        raw = re.split(
+            r"(?i);\s*and\b|\band\s*\n|\n\s*-?\s*and\s*-?\s*\n|,\s+and\s+(?=[A-Z])|\)\s*,?\s*and\s+", raw
+        )[-1]
+        name = tidy_name(raw.strip(" ,;\n"))
+        if name and len(name) > 2 and name not in parties:
+            parties.append(name)
+            for short in shorts:
+                names[short] = name
+    if len(parties) < 2:
+        # "between Acme Ltd and Beta LLC." without defined names
+        m2 = re.match(r"(.+?)\s+and\s+(.+?)(?:\.\s|\.$|;|\n|$)", body, re.DOTALL)
+        if m2:
+            found = [tidy_name(m2.group(1)), tidy_name(m2.group(2))]
+            parties = [p for p in found if p and len(p) > 2]
+    return parties, names
+
+
+def _defined_names(text: str) -> dict[str, str]:
+    """Every 'Full Name Ltd (the "Short")' in the text."""
+    names: dict[str, str] = {}
+    for m in _DEFINED.finditer(text):
+        before = text[max(0, m.start() - 250): m.start()]
+        before = re.split(r"[\n;]|\bbetween\b|\band\b(?=\s+[A-Z])|\.\s", before)[-1]
+        name = tidy_name(before.strip(" ,"))
+        if not name or not re.search(r"[A-Z]", name):
+            continue
+        for short in (m.group(1), m.group(2)):
+            if short and not _NOT_A_PARTY.search(short):
+                names.setdefault(short.strip(), name)
+    return names
+
+
+def _resolve(name: str, names: dict[str, str]) -> str:
+    key = re.sub(r"^the\s+", "", name.strip(" \"'“”"), flags=re.IGNORECASE)
+    return names.get(key, name)
+
+
+def _parties(text: str, cells: list[tuple[str, str, int]], segment_of: list[int]) -> tuple[list[str], dict[str, str],
+                                                                                            int | None]:
+    names = _defined_names(text)
+    parties, recital_names = _recital_parties(text)
+    names.update(recital_names)
+    source = None
+    if len(parties) >= 2:
+        first = text.find(parties[0].split()[0]) if parties[0] else -1
+        source = segment_of[first] if first >= 0 else None
+        return [_resolve(p, names) for p in parties], names, source
+    roles: list[str] = []
+    for label, value, index in cells:
+        if re.fullmatch(rf"(?i)(?:the\s+)?(?:{_ROLE_WORDS})(?:\s+name)?", label):
+            name = _resolve(tidy_name(value), names)
+            if name and name not in roles and re.search(r"[A-Z]", name):
+                roles.append(name)
+                source = index if source is None else source
+    if len(roles) >= 2:
+        return roles, names, source
+    for m in _ROLE_LINE.finditer(text):
+        name = _resolve(tidy_name(m.group("name")), names)
+        if name and name not in roles:
+            roles.append(name)
+            source = segment_of[m.start()] if source is None else source
+    if len(roles) >= 2:
+        return roles, names, source
+    return [_resolve(p, names) for p in parties], names, source
+
+
+# --- effective date ---------------------------------------------------------------------------------
+_START_TERMS = r"(?:(?:Order|Amendment|Agreement|Contract|Lease|Term|Licen[cs]e|Subscription|Service)\s+)?" \
+               r"(?:Effective|Commencement|Start|Operative|Go[- ]Live)\s+Date"
+_STRONG_BEFORE = re.compile(
+    rf"(?:effective(?:\s+(?:as\s+of|on|from))?(?:\s+the)?|(?:take|takes|took)\s+effect\s+(?:on|from|as\s+of)|"
+    rf"come\s+into\s+(?:force|effect)\s+on|comes\s+into\s+(?:force|effect)\s+on|enter(?:s)?\s+into\s+force\s+on|"
+    rf"commenc(?:e|es|ing|ed)\s+(?:on|from)|begin(?:s|ning)?\s+on|start(?:s|ing)?\s+on|"
+    rf"{_START_TERMS}[\"”]?\s*(?:means|shall\s+(?:mean|be)|is|:|\|)?)\s*$",
+    re.IGNORECASE,
+)
+_STRONG_AFTER = re.compile(rf"^\s*,?\s*\((?:the|this)\s+[\"“]?{_START_TERMS}[\"”]?\)", re.IGNORECASE)
+_WEAK_BEFORE = re.compile(
+    r"(?:dated(?:\s+as\s+of)?(?:\s+the)?|as\s+of(?:\s+the)?|made(?:\s+and\s+entered\s+into)?\s+(?:on|this|as\s+of)(?:\s+the)?|"
+    r"entered\s+into\s+(?:on|as\s+of|this)(?:\s+the)?|executed\s+(?:on|as\s+of)|date\s+of\s+(?:this\s+)?"
+    r"(?:agreement|lease|contract|deed)\W*|LR1\W*date\s+of\s+lease\W*|this)\s*$",
+    re.IGNORECASE,
+)
+_OTHER_DOC_AFTER = re.compile(r"^\s*,?\s*\((?:the|this)\s+[\"“](?![^\"”]*Date)[^\"”]+[\"”]", re.IGNORECASE)
+_BAD_BEFORE = re.compile(
+    r"(?:signed|signature|executed\s+by|(?<!effective\s)(?<!commencement\s)(?<!start\s)date\s*:|by\s*:|witness|expir\w*|ending|ends|end\s+on|through|until|"
+    r"no\s+later\s+than|before|prior\s+to|by|after|terminat\w*)\W*(?:on\s+|at\s+|as\s+of\s+|the\s+)?$",
+    re.IGNORECASE,
+)
+
+
+def _effective_date(text: str, segment_of: list[int]) -> tuple[str | None, int | None]:
+    dayfirst = day_first(text)
+    best: tuple[int, int, date] | None = None
+    for m in DATE_RE.finditer(text):
+        found = _date_of(m, dayfirst)
+        if found is None:
+            continue
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        before = text[max(line_start, m.start() - 120): m.start()]
+        after = text[m.end(): m.end() + 80]
+        sentence_start = max(before.rfind(". "), before.rfind("; "))
+        clause = before[sentence_start + 1:] if sentence_start >= 0 else before
+        score = 0
+        if _STRONG_BEFORE.search(before) or _STRONG_AFTER.search(after):
+            score += 10
+        if _STRONG_AFTER.search(after):
+            score += 2
+        if _WEAK_BEFORE.search(before):
+            # "This Agreement is dated ..." but not "an agreement dated ..." (another document)
+            score += 4 if re.search(r"(?i)\bthis\b|^\W*$|date\s+of", clause) or clause.strip() == "" else -2
+        if _OTHER_DOC_AFTER.search(after):
+            score -= 15
+        if _BAD_BEFORE.search(before):
+            score -= 8
+        if re.search(r"(?i)\bwhereas\b|\bsigned\b|(?<!effective\s)(?<!commencement\s)(?<!start\s)\bdate\s*:", clause):
+            score -= 6
+        if re.search(r"(?i)(?:agreement|letter|amendment|contract|order)\s+(?:dated|effective)\b", clause) and \
+                not re.search(r"(?i)\bthis\s+\w*\s*(?:agreement|amendment|contract|order)", clause):
+            score -= 6
+        key = (score, -m.start(), found)
+        if best is None or key[:2] > best[:2]:
+            best = key
+            best_at = m.start()
+    if best is None or best[0] < 0:
+        return None, None
+    return best[2].isoformat(), segment_of[best_at]
+
+
+# --- term ---------------------------------------------------------------------------------------------
+_TERM_SECTION = re.compile(r"(?i)\bterm\b(?!s)|duration|commencement|period of agreement|maturity")
+_TERM_STRONG = re.compile(
+    r"(?i)(?:initial|subscription|contract|agreement|lease)?\s*term\b[^.;]{0,80}?(?:of|is|shall\s+be|:|\|)\s*$|"
+    r"continue(?:s)?(?:\s+in\s+(?:force|effect))?\s+(?:for\s+)?(?:a\s+(?:further\s+)?period\s+of|an\s+initial\s+"
+    r"(?:period|term)\s+of|a\s+term\s+of)?\s*$|remain(?:s)?\s+in\s+(?:full\s+)?(?:force|effect)\s+(?:for\s+)?"
+    r"(?:a\s+period\s+of)?\s*$|(?:initial\s+)?period\s+of\s*$|extended\s+for\s+(?:an\s+additional|a\s+further)"
+    r"(?:\s+period\s+of)?\s*$|maturity\s+date[^.;]{0,60}$|for\s+(?:a\s+)?(?:fixed\s+)?term\s+of\s*$|"
+    r"(?:shall|will)\s+(?:run|last)\s+for\s*$|(?:^|\|)\s*$",
+)
+_TERM_AFTER = re.compile(
+    r"(?i)^\W{0,3}(?:from|after|commencing|beginning|starting|following)\s+(?:and\s+including\s+)?(?:the\s+)?"
+    r"(?:date|effective|commencement|term\s+commencement|start|closing|order)",
+)
+_TERM_NOISE = re.compile(
+    r"(?i)surviv|confidential|warrant|insur|solicit|renew|successive|vest|prepay|forecast|contract\s+year\s+means|"
+    r"suspend|interest|publicat|afterwards|after\s+(?:the\s+)?(?:end|termination|expiry)|amortis|amortiz|within|"
+    r"notice|retain|retention|cliff|option|repay|invoice|payment|audit|non-compet|exclusiv|guarantee|"
+    r"per\s+(?:annum|year|month)|each\s+period\s+of|training",
+)
+
+
+_TERM_NOISE_AFTER = re.compile(
+    r"(?i)after\s+(?:the\s+)?(?:end|termination|expiry|expiration|delivery|acceptance)|afterwards|from\s+delivery|"
+    r"following\s+(?:termination|expiry)|preceding"
+)
+
+
+def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, TermMonths | None,
+                                                                                   int | None]:
+    for label, value, index in cells:
+        term_label = re.search(r"(?i)\b(?:initial\s+|subscription\s+|contract\s+)?(?:term|duration)\b", label)
+        if term_label and not re.search(r"(?i)date|payment|notice|commencement", label):
+            months = term_months_of(value)
+            if months is not None:
+                return f"{label}: {value}", months, index
+    best: tuple[int, _Sentence, TermMonths] | None = None
+    for s in sentences:
+        text = s.text
+        in_section = bool(_TERM_SECTION.search(s.section.split(">")[-1]))
+        if _INDEFINITE.search(text) and not re.search(r"(?i)surviv|trade\s+secret|confidential", text):
+            score = 6 + (3 if in_section else 0)
+            if re.search(r"(?i)\b(?:this\s+)?(?:agreement|employment|engagement|lease)\b", text):
+                score += 2
+            if best is None or score > best[0]:
+                best = (score, s, "indefinite")
+            continue
+        for d, at in durations(text):
+            if not d.months:
+                continue
+            before, after = text[:at], text[at + len(d.text):]
+            score = 0
+            if _TERM_STRONG.search(before):
+                score += 6
+            if _TERM_AFTER.search(after):
+                score += 3
+            if in_section:
+                score += 3
+            if re.search(r"(?i)\b(?:this\s+)?(?:agreement|engagement|lease|term|loan)\b", text):
+                score += 1
+            if _TERM_NOISE.search(before[-100:]) or _TERM_NOISE_AFTER.search(after[:40]):
+                score -= 6
+            if score >= 6 and (best is None or score > best[0]):
+                best = (score, s, d.months)
+            break
+    if best is None:
+        return None, None, None
+    return best[1].text, best[2], best[1].segment
+
+
+# --- governing law --------------------------------------------------------------------------------------
+_LAW_SENTENCE = re.compile(
+    r"(?i)(?:governed\s+by|construed\s+(?:and\s+enforced\s+)?in\s+accordance\s+with|subject\s+to)\s+"
+    r"(?:and\s+(?:construed|interpreted)\s+in\s+accordance\s+with\s+)?(?P<law>(?:the\s+)?(?:substantive\s+|internal\s+)?"
+    r"laws?\s+(?:of|in\s+force\s+in)\s+[^;.]{2,120}|(?:English|Scots|[A-Z][a-z]+)\s+law)",
+)
+
+
+def _governing_law(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, int | None]:
+    for label, value, index in cells:
+        if re.search(r"(?i)governing\s+law|applicable\s+law|law\b", label) and canonical_law(value):
+            return _display_law(value), index
+    for s in sentences:
+        m = _LAW_SENTENCE.search(s.text)
+        if m and not re.search(r"(?i)^\s*(?:the\s+)?laws?\s+stated", m.group("law")):
+            law = m.group("law")
+            if re.fullmatch(r"(?i)english\s+law", law.strip()):
+                return "England and Wales", s.segment
+            if re.fullmatch(r"(?i)scots\s+law", law.strip()):
+                return "Scotland", s.segment
+            shown = _display_law(law)
+            if shown:
+                return shown, s.segment
+    return None, None
+
+
+# --- money: payment and liability cap -------------------------------------------------------------------
+_PAY_GOOD = re.compile(
+    r"(?i)\bfees?\b|price|rent\b|salary|principal|loan\b|funding|purchase|consideration|subscription|licen[cs]e\s+fee|"
+    r"royalt|compensation|remuneration|retainer|contract\s+(?:price|value)|charge[sd]?\b|\bpay\b|payable|amount\s+of",
+)
+_PAY_BAD = re.compile(
+    r"(?i)liabil|liable|insur|cover\b|interest|late|credit|bonus|signing|overdue|penalt|damages|allowance|exceed|"
+    r"\bcap\b|limit|above|origination|service\s+charge|estimated|deposit|additional|outside|prepaid|was\b|"
+    r"previous|original|reimburs|expense|excess|overage|per\s+additional|indemn|debt|security\s+deposit|"
+    r"withhold|hourly|per\s+hour|training|parts",
+)
+_PERIOD = re.compile(
+    r"(?i)^\s*(?:\([^)]*\)\s*)?(?:\w+\s+){0,3}?(per\s+(?:calendar\s+)?(?:annum|year|month|quarter|week|day|hour|unit|"
+    r"contract\s+year)|a\s+(?:year|month)|each\s+(?:calendar\s+|contract\s+)?(?:year|month|quarter)|"
+    r"in\s+each\s+(?:contract\s+|calendar\s+)?year)",
+)
+
+
+def _money_phrase(text: str, m: re.Match[str]) -> str:
+    phrase = " ".join(m.group(0).split())
+    before = text[max(0, m.start() - 60): m.start()].lower()
+    period = _PERIOD.search(text[m.end(): m.end() + 40])
+    if period:
+        suffix = period.group(1)
+        suffix = re.sub(r"(?i)^(?:in\s+)?each\s+", "per ", suffix)
+        phrase += " " + " ".join(suffix.split())
+    elif re.search(r"\bmonthly\b", before):
+        phrase += " per month"
+    elif re.search(r"\b(?:annual|yearly)\b", before):
+        phrase += " per year"
+    return phrase
+
+
+def _payment(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, int | None]:
+    best: tuple[int, str, int] | None = None
+    for label, value, index in cells:
+        m = MONEY_RE.search(value)
+        if m and _PAY_GOOD.search(label) and not _PAY_BAD.search(label):
+            score = 12 - (4 if _PAY_BAD.search(value) else 0)
+            if best is None or score > best[0]:
+                best = (score, _money_phrase(value, m), index)
+    for s in sentences:
+        text = s.text
+        for rank, m in enumerate(MONEY_RE.finditer(text)):
+            local = text[max(0, m.start() - 90): m.end() + 30]
+            score = 0
+            if _PAY_GOOD.search(local):
+                score += 5
+            if _PAY_GOOD.search(s.section):
+                score += 2
+            if _PAY_BAD.search(text[max(0, m.start() - 90): m.start()]):
+                score -= 8
+            elif _PAY_BAD.search(local):
+                score -= 3
+            if _PERIOD.search(text[m.end(): m.end() + 40]) or re.search(r"(?i)monthly|annual", local):
+                score += 2
+            score -= rank
+            if score >= 4 and (best is None or score > best[0]):
+                best = (score, _money_phrase(text, m), s.segment)
+    if best is None:
+        return None, None
+    return best[1], best[2]
+
+
+_CAP_SENTENCE = re.compile(
+    r"(?i)(?:liabilit\w*|liable)[^.]{0,200}?(?:shall\s+not|will\s+not|not\s+to|does\s+not|is\s+not\s+to|not)\s+exceed\s+"
+    r"(?P<a>[^.;]+)|(?:liabilit\w*|liable)[^.]{0,120}?(?:is|are|shall\s+be|will\s+be)\s+(?:limited|capped)\s+(?:to|at)\s+"
+    r"(?P<b>[^.;]+)|(?:liabilit\w*)[^.]{0,60}?(?:cap|maximum)\s+(?:of|is|shall\s+be)\s+(?P<c>[^.;]+)",
+)
+
+
+def _liability_cap(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, int | None]:
+    for label, value, index in cells:
+        if re.search(r"(?i)liabilit", label) and (numbers(value) or MONEY_RE.search(value)):
+            return value, index
+    for s in sentences:
+        m = _CAP_SENTENCE.search(s.text)
+        if m:
+            cap = (m.group("a") or m.group("b") or m.group("c")).strip()
+            if re.search(r"(?i)cover\s+sheet|particulars|schedule|order\s+form\s+details", cap) and not numbers(cap):
+                continue  # refers to a table; the cell was looked at above
+            return re.split(r"(?i),\s+which\b|\s+\(the\s+[\"“]", cap)[0].strip(), s.segment
+    return None, None
+
+
+# --- termination notice -----------------------------------------------------------------------------------
+_NOTICE_TRIGGER = re.compile(
+    r"(?i)terminat|non-?renewal|withdraw|resign|break\s+(?:date|option|clause|notice)|cancel|end\s+(?:this|the)\s+"
+    r"(?:agreement|lease|engagement)",
+)
+_NOTICE_BAD = re.compile(
+    r"(?i)\bcure[ds]?\b|remed|breach|suspend|audit|sub-?processor|prepay|publication|insolv|"
+    r"default|convert|within\s+\S+\s+(?:\(\d+\)\s+)?days?\s+(?:after|of)\s+(?:written\s+)?notice",
+)
+
+
+def _termination_notice(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[Duration | None,
+                                                                                                int | None]:
+    for label, value, index in cells:
+        if re.search(r"(?i)notice", label) and re.search(r"(?i)terminat|notice\s+period|cancel", label):
+            d = parse_duration(value)
+            if d:
+                return d, index
+    best: tuple[int, Duration, int] | None = None
+    for s in sentences:
+        text = s.text
+        if not _NOTICE_TRIGGER.search(text) or not re.search(r"(?i)notice", text) or _NOTICE_BAD.search(text):
+            continue
+        for d, at in durations(text):
+            window = text[at: at + len(d.text) + 40] + " " + text[max(0, at - 40): at]
+            if not re.search(r"(?i)notice|before\s+the\s+end|prior\s+to\s+the\s+end", window):
+                continue
+            score = 5
+            if re.search(r"(?i)convenience|without\s+cause|for\s+any\s+reason|at\s+any\s+time|withdraw|resign|break|"
+                         r"until\s+terminated|terminated\s+by\s+either", text):
+                score += 5
+            if re.search(r"(?i)non-?renewal|end\s+of\s+the\s+(?:then[- ]current|initial|renewal)", text):
+                score += 1
+            if best is None or score > best[0]:
+                best = (score, d, s.segment)
+            break
+    if best is None:
+        return None, None
+    return best[1], best[2]
+
+
+# --- all of it --------------------------------------------------------------------------------------------
+def _segments_text(segments: Sequence[tuple[str, str]]) -> tuple[str, list[int]]:
+    """The document as one text, headings included, and the segment of every character."""
+    parts: list[str] = []
+    owner: list[int] = []
+    previous_section = None
+    for index, (section, text) in enumerate(segments):
+        chunk = ""
+        if section and section != previous_section:
+            old = [p.strip() for p in (previous_section or "").split(">")]
+            new = [p.strip() for p in section.split(">")]
+            chunk += "".join(p + "\n" for i, p in enumerate(new) if i >= len(old) or old[i] != p)
+            previous_section = section
+        chunk += text.rstrip() + "\n"
+        parts.append(chunk)
+        owner.extend([index] * len(chunk))
+    return "".join(parts), owner or [0]
+
+
+def extract_fields(segments: Sequence[tuple[str, str]]) -> FieldValues:
+    """The summary fields of one document given as ``(section, text)`` segments in document order."""
+    out = FieldValues()
+    if not segments:
+        return out
+    text, segment_of = _segments_text(segments)
+    segment_of.append(segment_of[-1])
+    cells = _cells(segments)
+    sentences = _sentences(segments)
+
+    out.parties, out.defined_names, source = _parties(text, cells, segment_of)
+    if source is not None:
+        out.sources["parties"] = source
+    out.effective_date, source = _effective_date(text, segment_of)
+    if source is not None:
+        out.sources["effective_date"] = source
+    out.term, out.term_months, source = _term(sentences, cells)
+    if source is not None:
+        out.sources["term"] = source
+    out.governing_law, source = _governing_law(sentences, cells)
+    if source is not None:
+        out.sources["governing_law"] = source
+    out.payment, source = _payment(sentences, cells)
+    if source is not None:
+        out.sources["payment"] = source
+    out.liability_cap, source = _liability_cap(sentences, cells)
+    if source is not None:
+        out.sources["liability_cap"] = source
+    notice, source = _termination_notice(sentences, cells)
+    if notice is not None and source is not None:
+        out.termination_notice = notice.text
+        out.termination_notice_days = notice.days
+        out.sources["termination_notice"] = source
+    return out
+
+
+def extract_from_text(text: str) -> FieldValues:
+    """``extract_fields`` over a plain text (one segment per paragraph); for tests and tools."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+    return extract_fields([("", p) for p in paragraphs])

@@ -1,0 +1,174 @@
+"""Field extraction on phrasings that are NOT in the golden set (evals/summary/): it must generalise."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from pipeline.generation.fields import (
+    canonical_law,
+    day_first,
+    extract_from_text,
+    normalize_party,
+    notice_days,
+    parse_date,
+    term_months_of,
+)
+from workers.eval_scoring import field_correct, score_summary
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("signed on 7 March 2024", date(2024, 3, 7)),
+        ("the 21st day of October, 2026", date(2026, 10, 21)),
+        ("this 3rd day of May 2023", date(2023, 5, 3)),
+        ("as of August 9, 2024", date(2024, 8, 9)),
+        ("on Sept. 14, 2025", date(2025, 9, 14)),
+        ("2026-01-31", date(2026, 1, 31)),
+        ("on 25/12/2024", date(2024, 12, 25)),
+        ("on 12/25/2024", date(2024, 12, 25)),
+    ],
+)
+def test_dates_in_us_uk_and_numeric_forms(text: str, expected: date) -> None:
+    assert parse_date(text) == expected
+
+
+def test_ambiguous_numeric_dates_follow_the_document() -> None:
+    uk = "The Purchaser, Tollgate Mills Limited, pays £4,000. Completion is on 03/04/2025."
+    us = "The Buyer, Redfern Tools Inc., pays $4,000. Closing is on 03/04/2025."
+    assert day_first(uk) and parse_date(uk) == date(2025, 4, 3)
+    assert not day_first(us) and parse_date(us) == date(2025, 3, 4)
+    # one unambiguous date decides for the whole document
+    assert day_first("Signed 28/02/2025. Starts 03/04/2025.")
+
+
+def test_uk_recital_between_numbered_parties_with_defined_short_names() -> None:
+    text = (
+        "THIS DEED is made on 4 July 2024\n\n"
+        "BETWEEN:\n\n"
+        "(1) MARRAM COASTAL HOLDINGS LIMITED (company number 11223344) whose registered office is at 5 Dune Road, "
+        "Norfolk (the \"Owner\"); and\n\n"
+        "(2) FENBRIDGE LOGISTICS PLC, a company incorporated in England (the \"Operator\").\n\n"
+        "IT IS AGREED as follows:\n\n"
+        "1. The Operator shall operate the terminal."
+    )
+    fields = extract_from_text(text)
+    assert fields.parties == ["Marram Coastal Holdings Limited", "Fenbridge Logistics plc"]
+    assert fields.defined_names["Operator"] == "Fenbridge Logistics plc"
+
+
+def test_by_and_between_us_style_and_three_parties_by_and_among() -> None:
+    us = extract_from_text(
+        "This Reseller Agreement is made as of April 2, 2024 by and between Oakhurst Devices, Inc., a Texas "
+        "corporation (\"Oakhurst\"), and Pelican Bay Supply Co., LLC, a Florida limited liability company "
+        "(\"Reseller\"). Oakhurst and Reseller agree as follows."
+    )
+    assert us.parties == ["Oakhurst Devices, Inc.", "Pelican Bay Supply Co., LLC"]
+    three = extract_from_text(
+        "This Escrow Agreement is entered into by and among Alder Ridge Software GmbH (\"Depositor\"), "
+        "Weston Clinics Limited (\"Beneficiary\") and Ironvault Escrow Services B.V. (\"Escrow Agent\")."
+    )
+    assert [normalize_party(p) for p in three.parties] == [
+        "alder ridge software gmbh", "weston clinics ltd", "ironvault escrow services bv"]
+
+
+def test_parties_from_a_cover_table_when_there_is_no_recital() -> None:
+    text = (
+        "| Field | Details |\n|---|---|\n"
+        "| Seller | Quarrybank Stone Ltd, 4 Mill Yard, Sheffield |\n"
+        "| Purchaser | Harlow Civic Builders Limited, 20 Park Row, Leeds |\n"
+        "| Commencement Date | 2 June 2025 |\n"
+        "| Contract Term | 18 months |\n"
+    )
+    fields = extract_from_text(text)
+    assert fields.parties == ["Quarrybank Stone Ltd", "Harlow Civic Builders Limited"]
+    assert fields.effective_date == "2025-06-02"
+    assert fields.term_months == 18
+
+
+def test_effective_date_is_not_the_signature_or_an_earlier_agreement() -> None:
+    text = (
+        "This Third Amendment is dated May 1, 2025 and is effective as of July 1, 2025 (the \"Third Amendment "
+        "Effective Date\") between Birchwood Labs LLC and Cinder Analytics Corp.\n\n"
+        "WHEREAS, the parties are parties to a Services Agreement dated as of January 10, 2020 (the \"Services "
+        "Agreement\").\n\n"
+        "Signed: April 28, 2025"
+    )
+    assert extract_from_text(text).effective_date == "2025-07-01"
+
+
+def test_commencement_date_defined_apart_from_the_agreement_date() -> None:
+    text = (
+        "This Agreement is dated 10 January 2026.\n\n"
+        "\"Go-Live Date\" means 1 March 2026, and the Services start on the Go-Live Date.\n\n"
+        "Signed by the Supplier on 9 January 2026."
+    )
+    assert extract_from_text(text).effective_date == "2026-03-01"
+    lease = "The lease is granted on 5 May 2025. The term shall commence on 24 June 2025 and run for 5 years."
+    assert extract_from_text(lease).effective_date == "2025-06-24"
+
+
+@pytest.mark.parametrize(
+    ("text", "months"),
+    [
+        ("Duration\n\nThe Contract shall remain in force for a period of thirty-six (36) months from the Start Date.",
+         36),
+        ("The initial term of this Agreement is 2 years, renewing annually thereafter.", 24),
+        ("This Agreement continues until terminated by either party on three months' notice.", "indefinite"),
+        ("The employee is employed at will and the employment has no fixed term.", "indefinite"),
+        ("| Term | Four (4) years from the Commencement Date |", 48),
+    ],
+)
+def test_term_from_duration_clauses_tables_and_open_ended_wording(text: str, months: int | str) -> None:
+    assert extract_from_text(text).term_months == months
+
+
+def test_survival_and_warranty_periods_are_not_the_term() -> None:
+    text = (
+        "The Supplier warrants the goods for 24 months from delivery.\n\n"
+        "Confidentiality obligations survive for seven (7) years after termination.\n\n"
+        "Term. This Agreement shall continue for an initial period of twelve (12) months."
+    )
+    assert extract_from_text(text).term_months == 12
+
+
+def test_law_payment_cap_and_notice() -> None:
+    text = (
+        "Fees. The Customer shall pay a monthly retainer of £7,250. Late sums carry interest of 3%.\n\n"
+        "Liability. The Supplier's total liability shall not exceed £400,000. Insurance cover of £2,000,000 "
+        "is maintained.\n\n"
+        "Termination. A party may terminate for material breach not remedied within 20 days of notice. Either "
+        "party may terminate this Agreement for convenience by giving not less than two months' written notice.\n\n"
+        "Law. This Agreement is governed by English law."
+    )
+    fields = extract_from_text(text)
+    assert fields.payment == "£7,250 per month"
+    assert fields.liability_cap == "£400,000"
+    assert fields.termination_notice_days == 60
+    assert fields.governing_law == "England and Wales"
+
+
+def test_a_contract_without_payment_or_cap_leaves_them_empty() -> None:
+    fields = extract_from_text(
+        "The Recipient shall keep the information confidential. Neither party shall be liable for indirect loss. "
+        "This Agreement shall be construed in accordance with the laws of the State of Illinois."
+    )
+    assert fields.payment is None and fields.liability_cap is None
+    assert fields.governing_law == "Illinois"
+
+
+def test_normalisation_rules_of_the_scoring() -> None:
+    assert canonical_law("the laws of the Commonwealth of Virginia, without regard to conflicts") == "virginia"
+    assert canonical_law("English law") == canonical_law("England & Wales") == "england and wales"
+    assert normalize_party("THE ACME TRADING COMPANY LIMITED") == normalize_party("Acme Trading Co Ltd")
+    assert notice_days("six (6) weeks") == 42 and notice_days(45) == 45
+    assert term_months_of("3 years") == 36 and term_months_of("until terminated") == "indefinite"
+    key = {"parties": ["Acme Ltd"], "effective_date": "2025-02-01", "term_months": 24, "governing_law": "New York",
+           "payment": "$1,000 per month", "liability_cap": None, "termination_notice": "30 days"}
+    llm_style = {"parties": ["ACME LIMITED"], "effective_date": "February 1, 2025", "term": "two (2) years",
+                 "governing_law": "laws of the State of New York", "payment": "USD 1,000 monthly",
+                 "liability_cap": None, "termination_notice": "one month"}
+    assert all(score_summary(llm_style, key).values())
+    assert not field_correct("liability_cap", None, {"liability_cap": "$5,000"})
