@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         default=None, description="JSONL log of every job record. Default: <data_dir>/records.jsonl."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="worker log level")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="json: one JSON object per log line (ts, level, logger, message, job_id, stage, batch_id, "
+        "tenant), for workers and the CLI",
+    )
 
     # --- vector store and embeddings --------------------------------------------------
     qdrant_url: str | None = Field(default=None, description="Qdrant server. Unset = local mode under data_dir.")
@@ -120,6 +125,8 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(default=None, description="OpenAI-compatible base URL. Unset = extractive.")
     llm_api_key: SecretStr | None = Field(default=None, description="bearer key for the LLM endpoint")
     llm_model: str = Field(default="gpt-4o-mini", description="primary model")
+    prompt_versions: list[str] = Field(
+        default_factory=list, description='JSON list of older prompt versions to use, e.g. ["summarize/v1"]')
     llm_fallback_models: list[str] = Field(default_factory=list, description="JSON list, tried in order")
     llm_timeout_s: float = Field(default=60.0, gt=0, description="per HTTP call")
     llm_max_tokens: int = Field(default=700, ge=16, description="completion tokens per call")
@@ -196,6 +203,16 @@ class Settings(BaseSettings):
         description="conveyor worker serves Prometheus metrics on this port, all interfaces (--metrics-port); "
         "unset = off",
     )
+    otel_endpoint: str | None = Field(
+        default=None,
+        description="OpenTelemetry traces over OTLP/HTTP to this collector, e.g. http://otel-collector:4318 "
+        "(needs conveyor[tracing]); unset = off",
+    )
+    otel_file: Path | None = Field(
+        default=None,
+        description="OpenTelemetry spans appended to this JSONL file, one span a line, every worker process "
+        "(tests, local debugging; needs conveyor[tracing]); unset = off",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -221,6 +238,13 @@ class Settings(BaseSettings):
         scheme, sep, rest = value.partition("://")
         if not sep or scheme not in schemes or not rest:
             raise ValueError(f"not a URL of the form {'|'.join(schemes)}://host:port/... (got {_mask(value)!r})")
+        return value
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"not an http(s):// URL of an OTLP/HTTP collector (got {_mask(value)!r})")
         return value
 
     # --- derived --------------------------------------------------------------------------

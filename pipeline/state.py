@@ -34,13 +34,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ProviderUnavailable
 from schemas import DeadLetter, JobRecord, JobStatus
 from schemas.batch import BatchInfo, BatchItem
 from schemas.deadletter import DeadLetterSummary
 from schemas.pipeline import RECORD
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 _DLQ = "dlq"
 _RECORD = "record"
@@ -854,3 +857,40 @@ class SqliteStateStore(StateStore):
             rows = self._db.execute(sql + " ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
                                     (*params, limit, offset)).fetchall()
         return [DeadLetterSummary.model_validate_json(r[0]) for r in rows]
+
+
+def redis_client(url: str, *, retry_s: float, decode_responses: bool = False) -> Any:
+    """A Redis client that rides out a Redis restart of ``retry_s`` seconds.
+
+    Connection errors and timeouts are retried with capped exponential backoff (0.1 s doubling
+    to 2 s) for about ``retry_s`` (``CONVEYOR_REDIS_RETRY_S``) instead of failing the stage at
+    the first refused connection: a status, record or dead letter written while Redis restarts
+    lands once it is back (``scripts/chaos.py --scenario redis-restart``).
+    """
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    retries, waited = 0, 0.0
+    while waited < retry_s:
+        waited += min(2.0, 0.1 * 2**retries)
+        retries += 1
+    return redis.Redis.from_url(
+        url,
+        decode_responses=decode_responses,
+        socket_timeout=10,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+def open_state_store(settings: Settings) -> StateStore:
+    """The store the settings name: Redis (``CONVEYOR_REDIS_URL``, else the Redis broker) or SQLite
+    under the data directory (embedded mode). Light on purpose: a producer opens it without
+    building any worker component."""
+    url = settings.store_url
+    if url:
+        client = redis_client(url, retry_s=settings.redis_retry_s, decode_responses=True)
+        return RedisStateStore(client, retention_s=settings.retention_s)
+    return SqliteStateStore(Path(settings.data_dir) / "state.sqlite3", retention_s=settings.retention_s)

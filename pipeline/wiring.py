@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pipeline.guard.policy import TenantPolicies
 from pipeline.settings import Settings
+from pipeline.state import redis_client
 from schemas import StageSpec
 from schemas.pipeline import GENERATE, GUARD, INGEST, INTENT, RECORD, RETRIEVE, stages_for_queues
 
@@ -27,34 +28,9 @@ if TYPE_CHECKING:
     from pipeline.retrieval.embeddings import Embedder
     from pipeline.retrieval.vectorstore import QdrantVectorStore
     from pipeline.state import StateStore
+    from schemas import ContextChunk
 
 T = TypeVar("T")
-
-
-def redis_client(url: str, *, retry_s: float, decode_responses: bool = False) -> Any:
-    """A Redis client that rides out a Redis restart of ``retry_s`` seconds.
-
-    Connection errors and timeouts are retried with capped exponential backoff (0.1 s doubling
-    to 2 s) for about ``retry_s`` (``CONVEYOR_REDIS_RETRY_S``) instead of failing the stage at
-    the first refused connection: a status, record or dead letter written while Redis restarts
-    lands once it is back (``scripts/chaos.py --scenario redis-restart``).
-    """
-    import redis
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-
-    retries, waited = 0, 0.0
-    while waited < retry_s:
-        waited += min(2.0, 0.1 * 2**retries)
-        retries += 1
-    return redis.Redis.from_url(
-        url,
-        decode_responses=decode_responses,
-        socket_timeout=10,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=retries),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-    )
 
 
 class Stage(Protocol):
@@ -165,17 +141,9 @@ class Components:
     # --- state ----------------------------------------------------------------------------
     @property
     def state(self) -> StateStore:
-        def build() -> StateStore:
-            from pipeline.state import RedisStateStore, SqliteStateStore
+        from pipeline.state import open_state_store
 
-            url = self.settings.store_url
-            if url:
-                client = redis_client(url, retry_s=self.settings.redis_retry_s, decode_responses=True)
-                return RedisStateStore(client, retention_s=self.settings.retention_s)
-            path = Path(self.settings.data_dir) / "state.sqlite3"
-            return SqliteStateStore(path, retention_s=self.settings.retention_s)
-
-        return self._once("state", build)
+        return self._once("state", lambda: open_state_store(self.settings))
 
     @property
     def redis(self) -> Any | None:
@@ -243,9 +211,16 @@ class Components:
                 return self._llm_generator()
             from pipeline.generation.extractive import ExtractiveGenerator
 
-            return ExtractiveGenerator(self.embedder)
+            return ExtractiveGenerator(self.embedder, document_chunks=self._document_chunks)
 
         return self._once("generator", build)
+
+    def _document_chunks(self, tenant: str, doc_id: str) -> list[ContextChunk]:
+        """Every stored chunk of a document, in order (the extractive summary reads its fields from them)."""
+        from schemas import ContextChunk
+
+        hits = sorted(self.vector_store.document_chunks(tenant, doc_id), key=lambda hit: hit.position)
+        return [ContextChunk(chunk_id=h.chunk_id, doc_id=h.doc_id, section=h.section, text=h.text) for h in hits]
 
     def _llm_generator(self) -> Generator:
         """Provider, shared rate limiter (Redis when there is one), cache and fallbacks."""
@@ -303,6 +278,7 @@ class Components:
             max_tokens=s.llm_max_tokens,
             temperature=s.llm_temperature,
             context_token_budget=s.context_token_budget,
+            prompt_versions=s.prompt_versions,
         )
 
     def close(self) -> None:

@@ -1,8 +1,11 @@
 """The Celery app: one queue per stage, JSON only, late acks, events on for Flower (ids only).
 
-``app`` exists at import (``celery -A workers.app`` and Flower need it) but holds no
-configuration until first use: ``add_defaults`` takes a callable that Celery evaluates
-lazily, so the environment is read when the app is configured, not when it is imported.
+``app`` (what ``celery -A workers.app`` finds) is the worker's app, built on first access and
+holding no configuration until first use: ``add_defaults`` takes a callable that Celery
+evaluates lazily, so the environment is read when the app is configured, not when it is
+imported. A producer gets ``create_app(worker=False)``: the same configuration and routing, but
+no stage tasks, signals or consumer steps, so enqueueing a job loads neither the stages nor
+their libraries (onnxruntime, the embedding model, qdrant-client): see ``conveyor[worker]``.
 """
 
 from __future__ import annotations
@@ -104,23 +107,28 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings | None = None) -> Celery:
-    """A configured app. Without settings, configuration is read lazily from the environment."""
-    import workers.signals  # noqa: F401  (connects per-process setup: clients, Sentry, log scrubbing)
-    from workers import logcontext
-    from workers.durability import RedisDurabilityCheck
-    from workers.lease import LeaseKeeper
-    from workers.reconcile import PeriodicReconcile
-    from workers.runtime import bind_settings, settings_for
-    from workers.tasks import register_stage_tasks
+def create_app(settings: Settings | None = None, *, worker: bool = True) -> Celery:
+    """A configured app. Without settings, configuration is read lazily from the environment.
 
-    logcontext.install()
+    ``worker=False``: a producer's app (enqueue by task name, read the store), light to import."""
+    from workers.runtime import bind_settings, settings_for
+
     celery = Celery("conveyor", set_as_current=False, amqp="workers.reprs:IdOnlyAMQP")
     if settings is None:
         celery.add_defaults(lambda: celery_config(settings_for(celery)))
     else:
         bind_settings(celery, settings)
         celery.add_defaults(celery_config(settings))
+    if not worker:
+        return celery
+    import workers.signals  # noqa: F401  (connects per-process setup: clients, Sentry, log scrubbing)
+    from workers import logcontext
+    from workers.durability import RedisDurabilityCheck
+    from workers.lease import LeaseKeeper
+    from workers.reconcile import PeriodicReconcile
+    from workers.tasks import register_stage_tasks
+
+    logcontext.install()
     register_stage_tasks(celery)
     celery.steps["consumer"].add(LeaseKeeper)
     celery.steps["consumer"].add(RedisDurabilityCheck)
@@ -128,4 +136,14 @@ def create_app(settings: Settings | None = None) -> Celery:
     return celery
 
 
-app = create_app()
+_apps: dict[str, Celery] = {}
+
+
+def __getattr__(name: str) -> Celery:
+    """``app`` (the worker's, for ``celery -A workers.app`` and Flower) and ``producer_app`` (the
+    default client's), each built on first access and then kept."""
+    if name not in ("app", "producer_app"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _apps:
+        _apps[name] = create_app(worker=name == "app")
+    return _apps[name]

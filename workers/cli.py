@@ -26,9 +26,13 @@ from schemas import QUEUES, STAGES
 
 def _settings(**overrides: Any) -> Settings:
     try:
-        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
+    from workers.logformat import configure_cli_logging
+
+    configure_cli_logging(settings.log_format)  # CONVEYOR_LOG_FORMAT=json: the CLI's log lines too
+    return settings
 
 
 def _echo_json(value: Any) -> None:
@@ -245,6 +249,8 @@ def worker(queues: str, pool: str, concurrency: int | None, loglevel: str | None
         except OSError as exc:
             raise click.ClickException(f"cannot serve metrics on port {metrics_port}: {exc}") from exc
     argv = ["worker", "-Q", queues, "-P", pool, "-l", loglevel or settings.log_level, "-E"]
+    if settings.log_format == "json":  # no startup banner: every line of the output is a JSON log record
+        argv.insert(0, "--quiet")
     if concurrency:
         argv += ["-c", str(concurrency)]
     # unique by default: workers that share a node name look like one worker to Flower and `inspect`
@@ -583,6 +589,21 @@ def reconcile(older_than: timedelta | None, dry_run: bool, as_json: bool) -> Non
                f"{len(report.finished)} had finished")
 
 
+@main.command()
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print one frame and exit (scripts); rates need two frames.")
+def top(interval: float, once: bool) -> None:
+    """A live view of queues, workers, throughput, open dead letters by class, and batches with cost.
+
+    Ids, names and counts only. Ctrl-C ends it."""
+    from workers.top import TopCollector, run
+
+    settings = _settings()
+    with _runtime(settings, need_worker=False) as rt, _dlq_errors():
+        run(TopCollector(rt.app, rt.components.state, settings.broker_url), interval=interval, once=once)
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--port", type=int, default=5555, show_default=True)
 @click.option("--address", default="127.0.0.1", show_default=True,
@@ -605,6 +626,86 @@ def flower(port: int, address: str, flower_args: tuple[str, ...]) -> None:
     # through Flower's environment, not argv: a command line is visible to every user in `ps`
     os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
     app.start(["flower", f"--port={port}", f"--address={address}", *flower_args])
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+@main.command("eval")
+@click.argument("suites", nargs=-1, type=click.Choice(["summary-fields", "questions", "intents", "injections"]))
+@click.option("--thresholds", "thresholds_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML of minimums ([suite] metric = min, [suite.max] metric = max). Default: evals/thresholds.toml.")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the whole report (metrics, items, misses) here.")
+@click.option("--compare", "compare", multiple=True, metavar="KEY=VALUE,...",
+              help="A configuration to run side by side (provider=extractive|llm, base_url=, model=, "
+                   "prompt_version=, or any setting). Once: against the current settings; twice: the two.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N golden contracts.")
+@click.option("--intents-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Another intents suite (JSONL of {text, intent}).")
+@click.option("--injections-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Another injections suite (JSONL of {text, injection}).")
+@click.option("--gate/--no-gate", default=True, show_default=True, help="Exit 1 when a metric misses its threshold.")
+def eval_(suites: tuple[str, ...], thresholds_path: Path | None, json_out: Path | None, compare: tuple[str, ...],
+          limit: int | None, intents_file: Path | None, injections_file: Path | None, gate: bool) -> None:
+    """Run the golden suites (default: all) through the pipeline offline; print a table, write JSON, gate.
+
+    Exits 1 when a metric falls below its threshold in evals/thresholds.toml (with --compare: in any
+    configuration)."""
+    from rich.console import Console
+
+    from workers import evaluation as ev
+
+    chosen = list(suites) or list(ev.SUITES)
+    path = thresholds_path or ev.EVALS / "thresholds.toml"
+    try:
+        thresholds = ev.load_thresholds(path) if path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read thresholds {path}: {exc}") from exc
+    if thresholds_path is not None and not thresholds_path.is_file():
+        raise click.ClickException(f"thresholds file not found: {thresholds_path}")
+    if len(compare) > 2:
+        raise click.ClickException("--compare takes one or two configurations")
+    reports: list[tuple[str, dict[str, Any]]] = []
+    if compare:
+        try:
+            configs = [ev.parse_config(spec) for spec in compare]
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if len(configs) == 1:
+            configs.insert(0, {})
+        args = [*chosen] + (["--limit", str(limit)] if limit else [])
+        args += ["--intents-file", str(intents_file)] if intents_file else []
+        args += ["--injections-file", str(injections_file)] if injections_file else []
+        for config in configs:
+            try:
+                reports.append((ev.config_label(config), ev.run_config_subprocess(config, args)["suites"]))
+            except (ValueError, RuntimeError) as exc:
+                raise click.ClickException(str(exc)) from exc
+    else:
+        base = _settings()
+        label = f"{base.llm_model} @ {base.llm_base_url}" if base.llm_base_url else "extractive"
+
+        def make(data_dir: Path | None) -> Settings:
+            return _settings(data_dir=data_dir)
+
+        reports.append((label, ev.run(chosen, make, intents_file=intents_file, injections_file=injections_file,
+                                      limit=limit)))
+    failures = {label: ev.gate(report, thresholds) for label, report in reports}
+    console = Console()
+    console.print(ev.render(reports, thresholds))
+    for label, report in reports:
+        for line in ev.misses(report):
+            click.echo(f"  [{label}] {line}" if len(reports) > 1 else f"  {line}")
+    if json_out:
+        payload: dict[str, Any] = {"suites": reports[0][1], "thresholds": thresholds,
+                                   "failures": failures[reports[0][0]]}
+        if len(reports) > 1:
+            payload["compare"] = [{"config": label, "suites": report, "failures": failures[label]}
+                                  for label, report in reports]
+        json_out.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    failed = [f"[{label}] {line}" if len(reports) > 1 else line for label, lines in failures.items() for line in lines]
+    if failed and gate:
+        raise click.ClickException("below threshold: " + "; ".join(failed))
+    click.echo("all metrics within thresholds" if not failed else "below threshold (not gated): " + "; ".join(failed))
 
 
 def _register_batch() -> None:

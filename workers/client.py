@@ -66,9 +66,9 @@ def parse_request(request: JobRequest | dict[str, Any] | str) -> JobRequest:
 class ConveyorClient:
     def __init__(self, app: Celery | None = None, state: StateStore | None = None, *, track: bool = False) -> None:
         if app is None:
-            from workers.app import app as default_app
+            from workers.app import producer_app
 
-            app = default_app
+            app = producer_app
         self.app = app
         self._state = state
         #: with ``track``, requests submitted through this client, so that an embedded runtime
@@ -77,10 +77,17 @@ class ConveyorClient:
 
     @property
     def state(self) -> StateStore:
+        """The worker components' store when this process runs workers (embedded mode shares it), else
+        one of its own: a producer builds no components."""
         if self._state is None:
-            from workers.runtime import components_for
+            from workers.runtime import components_for, settings_for
 
-            self._state = components_for(self.app).state
+            if self.app.tasks.get(INTENT.task) is not None:
+                self._state = components_for(self.app).state
+            else:
+                from pipeline.state import open_state_store
+
+                self._state = open_state_store(settings_for(self.app))
         return self._state
 
     def submit(self, request: JobRequest | dict[str, Any] | str) -> str:

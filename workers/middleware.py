@@ -3,7 +3,8 @@
 A stage run is a ``Delivery``; a middleware is ``(delivery, call_next) -> output model``
 and owns one concern. ``default_middleware(settings)`` lists them outermost first:
 
-    LogContext       job_id, stage and batch_id on every log line the run emits
+    LogContext       job_id, stage, batch_id and tenant on every log line the run emits; the ids on
+                     the run's trace span when tracing is on (workers/tracing.py)
     Metrics          Prometheus: the run's duration, queue wait and outcome; retries, dead letters,
                      guard verdicts by check (``workers/metrics.py``)
     DeadLetter       a ConveyorError that comes out ends the job: dead letter, then re-raise
@@ -57,7 +58,7 @@ from pipeline.settings import Settings
 from pipeline.wiring import Components
 from schemas import Completion, GenerationResult, GuardResult, JobRequest, JobStatus, StageMessage, StageSpec, Usage
 from schemas.pipeline import STAGES, next_stage
-from workers import metrics
+from workers import metrics, tracing
 from workers.chain import send_job
 from workers.deadletters import original_request, write_dead_letter
 from workers.logcontext import log_context
@@ -115,9 +116,11 @@ def compose(middleware: Sequence[Middleware], inner: Handler = run_stage) -> Han
 class LogContext:
     def __call__(self, delivery: Delivery, call_next: Handler) -> BaseModel:
         raw = original_request(delivery.spec.name, delivery.payload)
-        job_id, batch_id = raw.get("job_id"), raw.get("batch_id")
+        job_id, batch_id, tenant = raw.get("job_id"), raw.get("batch_id"), raw.get("tenant")
         with log_context(job_id=str(job_id or "unknown"), stage=delivery.spec.name,
-                         batch_id=str(batch_id) if batch_id else None):
+                         batch_id=str(batch_id) if batch_id else None, tenant=str(tenant) if tenant else None):
+            tracing.annotate(job_id=str(job_id or "unknown"), stage=delivery.spec.name,
+                             batch_id=str(batch_id) if batch_id else None)
             return call_next(delivery)
 
 

