@@ -399,9 +399,9 @@ def _echo_letter_table(page: list[Any]) -> None:
             for s in page]
     header = ["id", "created", "job", "stage", "class", "batch", "document", "custom id", "attempts", "state",
               "error"]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    from workers.demo import plain_table
+
+    click.echo(plain_table(header, rows, rule=False))
 
 
 @dlq.command("list")

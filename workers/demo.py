@@ -44,11 +44,24 @@ def format_table(records: list[JobRecord]) -> str:
             + [f"{r.timings_ms.get(s, 0.0):.0f}" for s in TIMED_STAGES]
             + [f"{total:.0f}"]
         )
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(lines)
+    return plain_table(header, rows)
+
+
+def plain_table(header: list[str], rows: list[list[str]], *, rule: bool = True) -> str:
+    """A rich table as plain text: one line per row, never wrapped, no colour (it is printed, piped,
+    grepped); ``rule`` draws the line under the header."""
+    import io
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header, box=box.SIMPLE_HEAD if rule else None, show_edge=False, pad_edge=False)
+    for row in rows:
+        table.add_row(*row)
+    buffer = io.StringIO()
+    Console(file=buffer, width=100_000, color_system=None, highlight=False).print(table)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines() if line.strip())
 
 
 def run_demo(
