@@ -16,7 +16,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from pipeline.errors import validation_problems
-from pipeline.guard import BlocklistPolicy, find_pii, grounding, redact
+from pipeline.guard.grounding import grounding
+from pipeline.guard.pii import find_pii, redact
+from pipeline.guard.policy import BlocklistPolicy
 from pipeline.settings import GuardPolicy
 from pipeline.text import split_sentences
 from schemas import CheckResult, GenerationResult, GuardReport, output_schema
