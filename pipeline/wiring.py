@@ -211,9 +211,18 @@ class Components:
                 return self._llm_generator()
             from pipeline.generation.extractive import ExtractiveGenerator
 
-            return ExtractiveGenerator(self.embedder, document_chunks=self._document_chunks)
+            return ExtractiveGenerator(self.embedder, document_chunks=self._document_chunks
+                                       if self._can_read_vector_store() else None)
 
         return self._once("generator", build)
+
+    def _can_read_vector_store(self) -> bool:
+        """Whether this process may open the vector store for the generator: a Qdrant server, the embedded
+        mode (one process), or a worker that already owns the local store (it serves retrieve too). A
+        local Qdrant path has one owner process: an llm worker beside it must not try to open it, so its
+        extractive summaries read the contract fields from the summary's context alone."""
+        s = self.settings
+        return bool(s.qdrant_url) or s.embedded or "vector_store" in self._built
 
     def _document_chunks(self, tenant: str, doc_id: str) -> list[ContextChunk]:
         """Every stored chunk of a document, in order (the extractive summary reads its fields from them)."""

@@ -184,3 +184,21 @@ def test_stage_outputs_round_trip_as_json(stages: Stages) -> None:
     msg = stages.intent(JobRequest(text="What is the term?", document_id=DOC.stem, tenant="t"))
     payload: dict[str, Any] = json.loads(json.dumps(msg.model_dump(mode="json")))
     assert IntentResult.model_validate(payload) == msg
+
+
+def test_the_extractive_generator_reads_the_whole_document_only_where_the_store_may_be_opened(
+        tmp_path: Path) -> None:
+    """A local Qdrant path has one owner process: in distributed mode an llm worker beside the retrieve
+    worker must not open it (every summary failed with 'storage folder already accessed')."""
+    from pipeline.settings import load_settings
+    from pipeline.wiring import Components
+
+    def document_reader(settings: Any) -> Any:
+        generator = Components(settings).generator
+        assert isinstance(generator, ExtractiveGenerator)
+        return generator._document_chunks
+
+    assert document_reader(load_settings(data_dir=tmp_path)) is not None  # embedded: one process owns it
+    distributed = {"data_dir": tmp_path, "broker_url": "redis://127.0.0.1:1/0", "redis_url": "redis://127.0.0.1:1/0"}
+    assert document_reader(load_settings(**distributed)) is None
+    assert document_reader(load_settings(**distributed, qdrant_url="http://127.0.0.1:1")) is not None
