@@ -324,20 +324,56 @@ def guard() -> None:
 
 
 @guard.command("scan")
-@click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False), default="-")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def guard_scan(source: Any, as_json: bool) -> None:
+@click.option(
+    "--jsonl", "as_jsonl", is_flag=True, help='SOURCE has one {"text": ...} per line; print one verdict per line.'
+)
+def guard_scan(source: str, as_json: bool, as_jsonl: bool) -> None:
     """Check a document (FILE or - for stdin) for injected instructions and PII before ingesting it.
 
+    A .pdf, .html, .md ... file is scanned as the text ingest would extract from it. Each block
+    goes through the rules and the learned model; the verdict names which fired. With --jsonl,
+    each line's text is one verdict line ({"line", "injection", "score", "fired_by", ...}).
     Exit status 1 when an injection is found, so it can gate an ingest script.
     """
     from pipeline.guard import scan_text
+    from pipeline.guard.injection import detect_injection_many
+    from pipeline.guard.scan import verdict_json
 
-    report = scan_text(source.read())
+    if as_jsonl:
+        raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        numbered = [(n, line) for n, line in enumerate(raw.splitlines(), start=1) if line.strip()]
+        try:
+            texts = [str(json.loads(line)["text"]) for _, line in numbered]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise click.ClickException(f'--jsonl expects one {{"text": ...}} object per line: {exc}') from exc
+        any_flagged = False
+        for (number, _), result in zip(numbered, detect_injection_many(texts), strict=True):
+            any_flagged = any_flagged or result.flagged
+            click.echo(json.dumps({"line": number, **verdict_json(result)}))
+        if any_flagged:
+            sys.exit(1)
+        return
+    if source == "-":
+        text = sys.stdin.read()
+    else:
+        from pipeline.errors import InvalidInput
+        from pipeline.retrieval.ingest import SUPPORTED_SUFFIXES, read_document
+
+        if Path(source).suffix.lower() in SUPPORTED_SUFFIXES:
+            try:
+                text = read_document(source)[1]
+            except InvalidInput as exc:
+                raise click.ClickException(exc.message) from exc
+        else:
+            text = Path(source).read_text(encoding="utf-8")
+    report = scan_text(text)
     if as_json:
         click.echo(json.dumps(report))
     else:
-        click.echo(f"injection: {report['injection']} (score {report['injection_score']:.2f})")
+        fired = f", fired: {report['fired_by']}" if report["fired_by"] else ""
+        click.echo(f"injection: {report['injection']} (score {report['injection_score']:.2f}{fired})")
         click.echo(f"pii: {len(report['pii'])} match(es): " + ", ".join(sorted({p['type'] for p in report['pii']})))
         for reason in report["reasons"]:
             click.echo(f"  - {reason}")

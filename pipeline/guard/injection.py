@@ -12,10 +12,29 @@ scanned like visible text. Every fired signal is named in ``reasons``.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+import json
+import logging
 import re
+import threading
 import unicodedata
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from pipeline.errors import InternalError
+
+if TYPE_CHECKING:
+    from pipeline.retrieval.embeddings import Embedder
+
+log = logging.getLogger(__name__)
 
 #: score at or above which a text is flagged.
 DEFAULT_THRESHOLD = 0.5
@@ -32,6 +51,12 @@ class InjectionResult:
     flagged: bool
     score: float
     reasons: list[str] = field(default_factory=list)
+    #: the learned model's probability for the most suspicious sentence or window (None: not run).
+    model_score: float | None = None
+    #: the text of that sentence or window (markup stripped).
+    model_unit: str | None = None
+    #: what decided: "rules", "model", "rules+model" or "" when nothing fired.
+    fired_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -612,9 +637,7 @@ _HOMOGLYPHS = str.maketrans(
         "Ο": "O", "Ι": "I", "Α": "A", "Ε": "E", "Τ": "T", "Ν": "N", "Μ": "M", "Κ": "K",
     }
 )  # fmt: skip
-_LEET = str.maketrans(
-    {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"}
-)
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
 #: candidate leetspeak tokens; bounded length and possessive so a 100 kB "word" stays linear.
 _LEET_TOKEN = re.compile(r"(?<![\w@$!])[\w@$!]{3,30}+(?![\w@$!])")
 #: three or more words glued by joiners ("ignore_previous_instructions", "ignore—previous—instructions").
@@ -661,8 +684,8 @@ def _clip(snippet: str, limit: int = 60) -> str:
     return snippet if len(snippet) <= limit else snippet[: limit - 1] + "…"
 
 
-def detect_injection(text: str, threshold: float = DEFAULT_THRESHOLD) -> InjectionResult:
-    """Score ``text`` for prompt injection; flagged when the combined score reaches ``threshold``."""
+def detect_injection_rules(text: str, threshold: float = DEFAULT_THRESHOLD) -> InjectionResult:
+    """The explainable rules alone: flagged when their combined score reaches ``threshold``."""
     hits = _Hits()
     if not text or not text.strip():
         return InjectionResult(flagged=False, score=0.0, reasons=[])
@@ -674,10 +697,38 @@ def detect_injection(text: str, threshold: float = DEFAULT_THRESHOLD) -> Injecti
     extra = [_visible_text(body) for body in hidden_bodies]
     if smuggled:
         extra.append(smuggled)
+    decoded = decode_base64_runs(visible)
+    if decoded:
+        hits.add("base64_payload", 0.3, decoded[0])
+        extra.extend(decoded)
     views = _views("\n".join([visible, *extra]), hits)
     _run_signals(_SIGNALS, views, hits)
     score = round(hits.score(), 4)
     return InjectionResult(flagged=score >= threshold, score=score, reasons=hits.reasons())
+
+
+#: a base64 run long enough to carry a sentence (24 chars = 18 bytes).
+_BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])")
+
+
+def decode_base64_runs(text: str, limit: int = 4) -> list[str]:
+    """Printable text hidden as base64 (BIPIA's stealth attacks); hashes and keys decode to noise."""
+    found: list[str] = []
+    for match in _BASE64_RUN.finditer(text):
+        token = match.group(0)
+        if not (any(c.isdigit() or c in "+/=" for c in token) or token.endswith("=")) and token.isalpha():
+            continue  # a long plain word, not an encoding
+        try:
+            raw = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+            decoded = raw.decode("utf-8")
+        except (binascii.Error, ValueError):
+            continue
+        letters = sum(ch.isalpha() or ch == " " for ch in decoded)
+        if len(decoded.split()) >= 3 and letters >= 0.8 * len(decoded):
+            found.append(decoded)
+            if len(found) >= limit:
+                break
+    return found
 
 
 def _scan_hidden_characters(text: str, hits: _Hits) -> str:
@@ -826,6 +877,366 @@ SIGNAL_NAMES: tuple[str, ...] = tuple(
     + [
         "zero_width_chars", "bidi_control_chars", "unicode_tag_smuggling", "hidden_comment_instruction",
         "hidden_comment", "hidden_styled_instruction", "hidden_styled_text", "spaced_out_phrase",
-        "letter_spacing",
+        "letter_spacing", "base64_payload", "model",
     ]
 )  # fmt: skip
+
+
+# ================================================================ learned model
+#
+# The rules above match phrasings. The model below scores meaning: a logistic regression
+# over the MiniLM embedding of every sentence, of short windows of sentences and of the
+# whole text, fitted by ``scripts/fit_injection.py`` and shipped as
+# ``injection_model.npz`` (weights, threshold, training-data sha256). Each unit's feature
+# is ``[u, u - d]``: its embedding ``u`` and how it departs from the embedding ``d`` of the
+# whole text, so "an instruction that does not belong to the e-mail around it" is a
+# direction the model can learn, and a request typed on its own (``u == d``) is not
+# suspicious merely for being an imperative. A text takes its most suspicious unit.
+
+#: layout version of ``injection_model.npz``.
+MODEL_FORMAT = 1
+#: sentences per window, and the stride between windows.
+WINDOW_SENTENCES = 3
+WINDOW_STRIDE = 2
+#: units embedded per text at most (a 250-word block has 10-20 sentences).
+MAX_UNITS = 96
+#: a unit shorter than this many characters is merged into the next one.
+_MIN_UNIT_CHARS = 12
+
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\s*\n\s*")
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` spans of sentences and lines; tiny fragments join their neighbour."""
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    pending: int | None = None
+    for brk in [*_SENTENCE_BREAK.finditer(text), None]:
+        end = brk.start() if brk is not None else len(text)
+        piece = text[cursor:end]
+        if piece.strip():
+            start = pending if pending is not None else cursor + (len(piece) - len(piece.lstrip()))
+            stop = cursor + len(piece.rstrip())
+            if stop - start < _MIN_UNIT_CHARS and brk is not None:
+                pending = start
+            else:
+                spans.append((start, stop))
+                pending = None
+        if brk is not None:
+            cursor = brk.end()
+    if pending is not None and spans:
+        spans[-1] = (spans[-1][0], len(text.rstrip()))
+    elif pending is not None:
+        spans.append((pending, len(text.rstrip())))
+    return spans
+
+
+def unit_spans(text: str) -> list[tuple[int, int]]:
+    """What the model scores: each sentence, windows of sentences, and the whole text (last)."""
+    sentences = split_sentences(text)
+    units = list(sentences)
+    if len(sentences) > WINDOW_SENTENCES:
+        for first in range(0, len(sentences) - WINDOW_SENTENCES + 1, WINDOW_STRIDE):
+            units.append((sentences[first][0], sentences[first + WINDOW_SENTENCES - 1][1]))
+    if len(sentences) <= 1:
+        return [(0, len(text))]
+    return [*units[: MAX_UNITS - 1], (0, len(text))]
+
+
+#: table bars and rules (markdown, or "SUBJECT: ...|FROM: ..." headers) separate fields like line ends.
+_TABLE_NOISE = re.compile(r"(?:\|[\s:|-]*)+\|?|^\s*[-=*_]{3,}\s*$", re.MULTILINE)
+
+
+_REAL_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def model_units(text: str) -> list[str]:
+    """What the model scores: hidden and base64-decoded pieces, each sentence, windows, the whole text (last).
+
+    The model reads what a reader (or an LLM) would take as text: markup, comments and
+    invisible characters are stripped as for the rules, and hidden bodies become units of their own.
+    """
+    raw = unicodedata.normalize("NFKC", text).translate(_HOMOGLYPHS)
+    extra = [_visible_text(m.group(1)).strip() for m in _HTML_COMMENT.finditer(raw)]
+    visible = _TABLE_NOISE.sub("\n", _visible_text(raw)).strip()
+    extra.extend(decode_base64_runs(visible, limit=2))
+    units = [visible[a:b] for a, b in unit_spans(visible)] if visible else []
+    hidden = [e for e in extra if len(e.split()) >= 2][:8]
+    if len(_REAL_WORD.findall(visible)) < 2:
+        units = []  # "a b a b ...", digits, punctuation: nothing a model could read as an instruction
+    if not units:
+        return hidden
+    return [*hidden, *units]
+
+
+def unit_features(vectors: np.ndarray) -> np.ndarray:
+    """``[u, u - d]`` per unit, ``d`` being the last row (the whole text)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return np.hstack([vectors, vectors - vectors[-1:]])
+
+
+@dataclass(frozen=True)
+class InjectionModel:
+    """Logistic regression over :func:`unit_features`; ``weights`` has ``2*dim + 1`` entries (bias last)."""
+
+    weights: np.ndarray
+    threshold: float
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: stricter threshold for a short text (:func:`is_short_text`: a typed request, one clause),
+    #: where an ordinary imperative looks most like a direct attack.
+    threshold_single: float | None = None
+
+    def threshold_for(self, text: str) -> float:
+        """The threshold for ``text``: the stricter one for a short text, else the document one."""
+        if self.threshold_single is not None and is_short_text(text):
+            return max(self.threshold, self.threshold_single)
+        return self.threshold
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        logits = np.asarray(features, dtype=np.float64) @ self.weights[:-1] + self.weights[-1]
+        return np.asarray(1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0))))
+
+
+#: a text under this many words on one line is "short" (see :meth:`InjectionModel.threshold_for`).
+SHORT_TEXT_WORDS = 40
+
+
+def is_short_text(text: str) -> bool:
+    """One line of under :data:`SHORT_TEXT_WORDS` words: a request or a clause, not a document."""
+    stripped = text.strip()
+    return "\n" not in stripped and len(stripped.split()) < SHORT_TEXT_WORDS
+
+
+def default_model_path() -> Path:
+    return Path(str(resources.files("pipeline").joinpath("guard/injection_model.npz")))
+
+
+def read_model(path: Path) -> InjectionModel:
+    """Load the shipped weights (no pickle)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            weights = np.asarray(data["weights"], dtype=np.float64)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise InternalError(f"cannot read injection model {path}: {exc}") from exc
+    if meta.get("format") != MODEL_FORMAT or weights.shape != (2 * int(meta["dim"]) + 1,):
+        raise InternalError(f"{path}: not an injection model of format {MODEL_FORMAT}")
+    single = meta.get("threshold_single")
+    return InjectionModel(
+        weights=weights,
+        threshold=float(meta["threshold"]),
+        meta=meta,
+        threshold_single=float(single) if single is not None else None,
+    )
+
+
+def write_model(path: Path, model: InjectionModel) -> None:
+    """Byte-identical output for identical inputs (fixed zip dates, sorted metadata)."""
+    arrays = {"meta": np.array(json.dumps(model.meta, sort_keys=True)), "weights": model.weights}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, member.getvalue(), compresslevel=9)
+    path.write_bytes(buffer.getvalue())
+
+
+class LearnedDetector:
+    """The model plus the embedder that feeds it; embeds all units of all texts in one batch."""
+
+    def __init__(self, embedder: Embedder, model: InjectionModel) -> None:
+        if model.meta.get("embedder_model_id") not in (None, embedder.model_id):
+            raise InternalError(
+                f"injection model was fitted on {model.meta.get('embedder_model_id')!r}, not {embedder.model_id!r}"
+            )
+        self.embedder = embedder
+        self.model = model
+
+    def score_many(self, texts: Sequence[str]) -> list[tuple[float, str | None, int]]:
+        """Per text: the highest unit probability, that unit's text and the number of units
+        (0.0, None, 0 for blank text)."""
+        plans: list[tuple[list[str], int, int]] = []
+        batch: list[str] = []
+        for text in texts:
+            pieces = model_units(text) if text and text.strip() else []
+            plans.append((pieces, len(batch), len(batch) + len(pieces)))
+            batch.extend(pieces)
+        vectors = self.embedder.embed(batch) if batch else np.zeros((0, 1), dtype=np.float32)
+        out: list[tuple[float, str | None, int]] = []
+        for pieces, first, last in plans:
+            if first == last:
+                out.append((0.0, None, 0))
+                continue
+            probs = self.model.probabilities(unit_features(vectors[first:last]))
+            best = int(np.argmax(probs))
+            out.append((float(probs[best]), pieces[best], last - first))
+        return out
+
+
+_default_lock = threading.Lock()
+_default_detector: LearnedDetector | None = None
+_default_state = "unset"  # "unset" | "ready" | "off"
+
+
+def default_detector() -> LearnedDetector | None:
+    """The shipped model over the offline MiniLM embedder, built on first use per process.
+
+    None (rules only, logged once) when the weights or the ONNX runtime are unavailable.
+    """
+    global _default_detector, _default_state
+    if _default_state != "unset":
+        return _default_detector
+    with _default_lock:
+        if _default_state == "unset":
+            try:
+                from pipeline.retrieval.embeddings import OnnxMiniLMEmbedder
+
+                embedder = OnnxMiniLMEmbedder()
+                embedder.warm_up()
+                _default_detector = LearnedDetector(embedder, read_model(default_model_path()))
+                _default_state = "ready"
+            except (InternalError, ImportError) as exc:
+                log.warning("injection model unavailable, rules only: %s", exc)
+                _default_detector = None
+                _default_state = "off"
+    return _default_detector
+
+
+def set_default_detector(detector: LearnedDetector | None) -> None:
+    """Replace the process-wide detector (None: rules only), e.g. in tests or for another embedder."""
+    global _default_detector, _default_state
+    with _default_lock:
+        _default_detector = detector
+        _default_state = "ready" if detector is not None else "off"
+
+
+def _model_as_score(probability: float, model_threshold: float, threshold: float) -> float:
+    """Map the probability so that the model's own threshold lands on the caller's ``threshold``."""
+    if probability >= model_threshold:
+        return threshold + (1.0 - threshold) * (probability - model_threshold) / max(1e-9, 1.0 - model_threshold)
+    return threshold * probability / max(1e-9, model_threshold)
+
+
+def combine(
+    rules: InjectionResult,
+    text: str,
+    probability: float,
+    unit: str | None,
+    model_threshold: float,
+    threshold: float,
+) -> InjectionResult:
+    """One verdict: flagged when the rules or the model fire; the score is the stronger of the two."""
+    model_fired = probability >= model_threshold
+    score, reasons = rules.score, list(rules.reasons)
+    if model_fired:
+        snippet = unit or ""
+        score = max(score, round(_model_as_score(probability, model_threshold, threshold), 4))
+        reasons.append(f"model: p={probability:.2f} {_clip(snippet)!r}")
+    rules_fired = rules.score >= threshold
+    fired_by = "+".join(name for name, on in (("rules", rules_fired), ("model", model_fired)) if on)
+    return InjectionResult(
+        flagged=score >= threshold,
+        score=score,
+        reasons=reasons,
+        model_score=round(probability, 4),
+        model_unit=unit,
+        fired_by=fired_by,
+    )
+
+
+def detect_injection(
+    text: str,
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    detector: LearnedDetector | None | Literal["default"] = "default",
+) -> InjectionResult:
+    """Score ``text`` with the rules and, when available, the learned model over its sentences.
+
+    ``detector=None`` runs the rules alone (what ``detect_injection_rules`` does).
+    """
+    return detect_injection_many([text], threshold, detector=detector)[0]
+
+
+def detect_injection_many(
+    texts: Sequence[str],
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    detector: LearnedDetector | None | Literal["default"] = "default",
+) -> list[InjectionResult]:
+    """:func:`detect_injection` for many texts, with every sentence of all of them embedded in one batch."""
+    rules = [detect_injection_rules(text, threshold) for text in texts]
+    learned = default_detector() if detector == "default" else detector
+    if learned is None:
+        return [replace(r, fired_by="rules" if r.flagged else "") for r in rules]
+    scored = learned.score_many(texts)
+    return [
+        combine(rule, text, probability, unit, learned.model.threshold_for(text), threshold)
+        if unit is not None
+        else replace(rule, fired_by="rules" if rule.flagged else "")
+        for rule, text, (probability, unit, _) in zip(rules, texts, scored, strict=True)
+    ]
+
+
+# ---------------------------------------------------------------- fitting (offline)
+#: L2 penalty and multiple-instance rounds of the shipped fit (``scripts/fit_injection.py``).
+DEFAULT_L2 = 1e-3
+MIL_ROUNDS = 3
+
+
+def default_data_paths() -> list[Path]:
+    """The project's own labelled examples (attacks and benign look-alikes), shipped with the package."""
+    root = resources.files("pipeline").joinpath("guard/data")
+    return sorted(
+        Path(str(root.joinpath(name)))
+        for name in (
+            "injection_attacks.v1.jsonl",
+            "injection_benign.v1.jsonl",
+            "injection_attacks.v2.jsonl",
+            "injection_benign.v2.jsonl",
+        )
+    )
+
+
+def embed_for_fit(embedder: Embedder, texts: Sequence[str]) -> list[np.ndarray]:
+    """:func:`unit_features` of every text, all units embedded in one batch."""
+    pieces: list[str] = []
+    bounds: list[tuple[int, int]] = []
+    for text in texts:
+        units = model_units(text) or [text]
+        bounds.append((len(pieces), len(pieces) + len(units)))
+        pieces.extend(units)
+    vectors = embedder.embed(pieces)
+    return [unit_features(vectors[a:b]) for a, b in bounds]
+
+
+def fit_weights(
+    features: Sequence[np.ndarray], labels: Sequence[bool], l2: float = DEFAULT_L2, rounds: int = MIL_ROUNDS
+) -> np.ndarray:
+    """Logistic regression with multiple-instance rounds; deterministic (L-BFGS from zero).
+
+    Every unit of a benign text is a negative. A positive text is a bag: which sentence
+    carries the attack is unknown, so round one takes the whole text, and each later
+    round takes the unit the previous fit scores highest (plus the whole text). Classes
+    are balanced, so the thousands of benign sentences do not drown the attacks.
+    """
+    from pipeline.intent.fit import fit_softmax_regression
+
+    negatives = np.vstack([f for f, y in zip(features, labels, strict=True) if not y])
+    bags = [f for f, y in zip(features, labels, strict=True) if y]
+    positives = np.vstack([bag[-1:] for bag in bags])
+    weights = np.zeros(negatives.shape[1] + 1)
+    for _ in range(max(1, rounds)):
+        x = np.vstack([negatives, positives])
+        y = np.concatenate([np.zeros(len(negatives), dtype=int), np.ones(len(positives), dtype=int)])
+        two = fit_softmax_regression(x, y, 2, l2)
+        weights = two[:, 1] - two[:, 0]
+        model = InjectionModel(weights=weights, threshold=0.5)
+        chosen = []
+        for bag in bags:
+            chosen.append(bag[int(np.argmax(model.probabilities(bag)))])
+            chosen.append(bag[-1])
+        positives = np.vstack(chosen)
+    return weights

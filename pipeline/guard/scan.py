@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.guard.injection import DEFAULT_THRESHOLD, detect_injection
+from pipeline.guard.injection import DEFAULT_THRESHOLD, InjectionResult, detect_injection_many
 from pipeline.guard.pii import find_pii
 
 #: blocks are cut at line ends and kept under this many words where a line allows.
@@ -60,12 +60,23 @@ def _split_long_line(text: str, start: int, end: int) -> list[tuple[int, int, in
 
 
 def scan_text(text: str, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
-    """Return ``{"injection", "injection_score", "pii", "reasons"}`` for a document."""
+    """Return ``{"injection", "injection_score", "fired_by", "model_score", "pii", "reasons"}`` for a document.
+
+    Every block goes through the rules and the learned model (each sentence, window and the
+    block itself, embedded in one batch); the document takes its worst block.
+    """
     score = 0.0
+    model_score: float | None = None
+    fired: list[str] = []
     reasons: list[str] = []
-    for start, end in split_blocks(text) or [(0, len(text))]:
-        result = detect_injection(text[start:end], threshold=threshold)
+    blocks = split_blocks(text) or [(0, len(text))]
+    for result in detect_injection_many([text[start:end] for start, end in blocks], threshold=threshold):
         score = max(score, result.score)
+        if result.model_score is not None:
+            model_score = max(model_score or 0.0, result.model_score)
+        for part in result.fired_by.split("+") if result.fired_by else []:
+            if part not in fired:
+                fired.append(part)
         for reason in result.reasons:
             if reason not in reasons:
                 reasons.append(reason)
@@ -73,6 +84,19 @@ def scan_text(text: str, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]
     return {
         "injection": score >= threshold,
         "injection_score": round(score, 4),
+        "fired_by": "+".join(sorted(fired)),
+        "model_score": model_score,
         "pii": pii,
         "reasons": reasons,
+    }
+
+
+def verdict_json(result: InjectionResult) -> dict[str, Any]:
+    """One text's verdict as ``guard scan --jsonl`` prints it."""
+    return {
+        "injection": result.flagged,
+        "score": result.score,
+        "fired_by": result.fired_by,
+        "model_score": result.model_score,
+        "reasons": result.reasons,
     }

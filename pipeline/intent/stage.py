@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.errors import GuardrailBlocked
-from pipeline.guard import detect_injection
+from pipeline.guard.injection import default_detector, detect_injection
 from pipeline.guard.policy import TenantPolicies
 from pipeline.intent.classifier import IntentClassifier
 from pipeline.retrieval.embeddings import Embedder
@@ -24,6 +24,7 @@ class IntentStage:
         if callable(warm):
             warm()
         self.classifier.warm_up()
+        default_detector()  # the injection model's weights and embedder (no fitting)
 
     def __call__(self, request: JobRequest) -> IntentResult:
         flags = screen_request(request, self.policies.for_tenant(request.tenant))
@@ -53,7 +54,7 @@ def screen_request(request: JobRequest, policy: GuardPolicy) -> list[str]:
     found = detect_injection(request.text)
     if not found.flagged:
         return []
-    reasons = [f"request injection ({found.score:.2f}): {r}" for r in found.reasons[:3]]
+    reasons = [f"request injection ({found.score:.2f}, {found.fired_by}): {r}" for r in found.reasons[:3]]
     if policy.injection == "block":
         raise GuardrailBlocked(
             "request blocked: it carries instructions aimed at the model", details={"reasons": reasons}

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pipeline.errors import InvalidInput
-from pipeline.guard import detect_injection
+from pipeline.guard.injection import default_detector, detect_injection_many
 from pipeline.guard.policy import TenantPolicies
 from pipeline.retrieval.context import retrieve_context
 from pipeline.retrieval.vectorstore import QdrantVectorStore
@@ -36,6 +36,7 @@ class RetrieveStage:
 
     def warm_up(self) -> None:
         self.count_tokens("warm up")  # loads the BPE ranks (about a second)
+        default_detector()  # the injection model's weights and embedder (no fitting)
 
     def __call__(self, msg: IntentResult) -> RetrievalResult:
         req = msg.request
@@ -65,7 +66,9 @@ class RetrieveStage:
         quarantined: list[str] = []
         if self.policies.for_tenant(req.tenant).quarantine_chunks:
             # retrieved text is untrusted input too: chunks carrying instructions never reach the prompt
-            quarantined = [c.chunk_id for c in chunks if detect_injection(c.text).flagged]
+            # (rules + the learned model over every sentence and window, all chunks in one batch)
+            verdicts = detect_injection_many([c.text for c in chunks])
+            quarantined = [c.chunk_id for c, v in zip(chunks, verdicts, strict=True) if v.flagged]
             chunks = [c for c in chunks if c.chunk_id not in quarantined]
         strategy = "document-coverage" if msg.intent == Intent.summarize and req.document_id else "top-k"
         return msg.carry(RetrievalResult, chunks=chunks, retrieval_strategy=strategy, quarantined_chunks=quarantined)

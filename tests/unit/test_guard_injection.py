@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.guard import injection
-from pipeline.guard.injection import DEFAULT_THRESHOLD, SIGNAL_NAMES, InjectionResult, detect_injection
+from pipeline.guard.injection import (
+    DEFAULT_THRESHOLD,
+    SIGNAL_NAMES,
+    InjectionResult,
+    detect_injection,
+    detect_injection_many,
+)
 from pipeline.guard.scan import split_blocks
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -516,9 +522,8 @@ def test_shared_contract_chunks_false_positive_rate() -> None:
         text = path.read_text(encoding="utf-8")
         chunks += [(f"{path.name}@{s}", text[s:e]) for s, e in split_blocks(text)]
     assert len(chunks) >= 50
-    flagged = [
-        (name, detect_injection(chunk).reasons) for name, chunk in chunks if detect_injection(chunk).flagged
-    ]
+    verdicts = detect_injection_many([chunk for _, chunk in chunks])  # rules + model, one batch
+    flagged = [(name, v.reasons) for (name, _), v in zip(chunks, verdicts, strict=True) if v.flagged]
     assert len(flagged) / len(chunks) <= 0.02, flagged
 
 
