@@ -152,10 +152,14 @@ def queue_length(broker_url: str, queue: str) -> int:
         import redis
 
         return int(redis.Redis.from_url(broker_url).llen(queue))
+    from amqp.exceptions import NotFound
     from kombu import Connection
 
     with Connection(broker_url) as conn:
-        return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+        try:
+            return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+        except NotFound:  # nobody has declared it yet (the first message to it is still on its way)
+            return 0
 
 
 def purge(broker_url: str, queue: str) -> int:
