@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import json
 import logging
@@ -21,6 +22,7 @@ import re
 import threading
 import unicodedata
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -1045,19 +1047,44 @@ def write_model(path: Path, model: InjectionModel) -> None:
 
 
 class LearnedDetector:
-    """The model plus the embedder that feeds it; embeds all units of all texts in one batch."""
+    """The model plus the embedder that feeds it; embeds all units of all texts in one batch.
 
-    def __init__(self, embedder: Embedder, model: InjectionModel) -> None:
+    Scores are remembered per text (the last ``memo_size``, by digest): a document's chunks are
+    scored again by every job that retrieves them, and by the extractive summary's whole-document
+    pass in the same process, and embedding their sentences is the expensive part."""
+
+    def __init__(self, embedder: Embedder, model: InjectionModel, *, memo_size: int = 4096) -> None:
         if model.meta.get("embedder_model_id") not in (None, embedder.model_id):
             raise InternalError(
                 f"injection model was fitted on {model.meta.get('embedder_model_id')!r}, not {embedder.model_id!r}"
             )
         self.embedder = embedder
         self.model = model
+        self.memo_size = memo_size
+        self._memo: OrderedDict[bytes, tuple[float, str | None, int]] = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     def score_many(self, texts: Sequence[str]) -> list[tuple[float, str | None, int]]:
         """Per text: the highest unit probability, that unit's text and the number of units
         (0.0, None, 0 for blank text)."""
+        keys = [hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest() for text in texts]
+        known: dict[bytes, tuple[float, str | None, int]] = {}
+        with self._memo_lock:
+            for key in keys:
+                if key in self._memo:
+                    self._memo.move_to_end(key)
+                    known[key] = self._memo[key]
+        todo = {key: text for key, text in zip(keys, texts, strict=True) if key not in known}
+        if todo:
+            fresh = dict(zip(todo, self._score(list(todo.values())), strict=True))
+            known.update(fresh)
+            with self._memo_lock:
+                self._memo.update(fresh)
+                while len(self._memo) > self.memo_size:
+                    self._memo.popitem(last=False)
+        return [known[key] for key in keys]
+
+    def _score(self, texts: Sequence[str]) -> list[tuple[float, str | None, int]]:
         plans: list[tuple[list[str], int, int]] = []
         batch: list[str] = []
         for text in texts:
