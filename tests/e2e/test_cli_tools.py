@@ -56,8 +56,8 @@ def test_guard_scan_reports_injection_and_pii_and_gates_with_its_exit_code(tmp_p
     result = CliRunner().invoke(main, ["guard", "scan", str(doc), "--json"])
     assert result.exit_code == 1
     payload = json.loads(result.output)
-    assert set(payload) == {"injection", "injection_score", "pii", "reasons"}
-    assert payload["injection"] is True and payload["reasons"]
+    assert set(payload) == {"injection", "injection_score", "fired_by", "model_score", "pii", "reasons"}
+    assert payload["injection"] is True and payload["reasons"] and "rules" in payload["fired_by"]
     assert [p["type"] for p in payload["pii"]] == ["EMAIL"]
     start, end = payload["pii"][0]["start"], payload["pii"][0]["end"]
     assert doc.read_text()[start:end] == "legal@acme.example"
