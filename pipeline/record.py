@@ -20,6 +20,7 @@ def build_record(msg: GuardResult) -> JobRecord:
         intent_confidence=msg.intent_confidence,
         chunks_used=msg.chunks_used,
         quarantined_chunks=msg.quarantined_chunks,
+        coverage=round(len(msg.chunks_used) / msg.document_chunks, 4) if msg.document_chunks else None,
         request_flags=msg.request_flags,
         output=msg.output,
         provider=c.provider,

@@ -117,7 +117,12 @@ class Settings(BaseSettings):
     retrieve_score_threshold: float | None = Field(
         default=None, ge=-1.0, le=1.0, description="drop hits below this cosine score"
     )
-    context_token_budget: int = Field(default=1800, ge=100, description="tokens of retrieved context per prompt")
+    context_token_budget: int = Field(
+        default=6000, ge=100, description="tokens of context per prompt; a summary of a longer document is "
+        "written part by part (one call per part, then one to combine them)")
+    summary_max_chunks: int = Field(
+        default=300, ge=1, description="chunks of one document a summary reads at most (beyond: round-robin over "
+        "sections; the record's coverage says how much was read); bounds the size of stage messages")
     chunk_max_tokens: int = Field(default=220, ge=32, le=512, description="chunk size at ingest (MiniLM tokens)")
     chunk_overlap_tokens: int = Field(default=40, ge=0, description="overlap inside long sections")
 

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from pipeline.retrieval.embeddings import Embedder
     from pipeline.retrieval.vectorstore import QdrantVectorStore
     from pipeline.state import StateStore
-    from schemas import ContextChunk
 
 T = TypeVar("T")
 
@@ -118,6 +117,7 @@ class Components:
             top_k=s.retrieve_top_k,
             score_threshold=s.retrieve_score_threshold,
             token_budget=s.context_token_budget,
+            max_document_chunks=s.summary_max_chunks,
             count_tokens=self.count_tokens(),
             policies=self.policies,
         )
@@ -211,25 +211,9 @@ class Components:
                 return self._llm_generator()
             from pipeline.generation.extractive import ExtractiveGenerator
 
-            return ExtractiveGenerator(self.embedder, document_chunks=self._document_chunks
-                                       if self._can_read_vector_store() else None)
+            return ExtractiveGenerator(self.embedder)
 
         return self._once("generator", build)
-
-    def _can_read_vector_store(self) -> bool:
-        """Whether this process may open the vector store for the generator: a Qdrant server, the embedded
-        mode (one process), or a worker that already owns the local store (it serves retrieve too). A
-        local Qdrant path has one owner process: an llm worker beside it must not try to open it, so its
-        extractive summaries read the contract fields from the summary's context alone."""
-        s = self.settings
-        return bool(s.qdrant_url) or s.embedded or "vector_store" in self._built
-
-    def _document_chunks(self, tenant: str, doc_id: str) -> list[ContextChunk]:
-        """Every stored chunk of a document, in order (the extractive summary reads its fields from them)."""
-        from schemas import ContextChunk
-
-        hits = sorted(self.vector_store.document_chunks(tenant, doc_id), key=lambda hit: hit.position)
-        return [ContextChunk(chunk_id=h.chunk_id, doc_id=h.doc_id, section=h.section, text=h.text) for h in hits]
 
     def _llm_generator(self) -> Generator:
         """Provider, shared rate limiter (Redis when there is one), cache and fallbacks."""

@@ -71,6 +71,8 @@ class Retrieved(Classified):
     retrieval_strategy: str = ""
     #: chunks dropped before prompting because a guard flagged them (e.g. injected instructions).
     quarantined_chunks: list[str] = Field(default_factory=list)
+    #: how many chunks the job's document has (whole-document strategy; None for top-k): coverage's denominator.
+    document_chunks: int | None = None
 
 
 class RetrievalResult(Retrieved):
@@ -143,6 +145,8 @@ class Completion(BaseModel):
     repair_reasons: list[str] = Field(
         default_factory=list, description="validation errors the model was re-asked with (one repair at most)"
     )
+    chunks_read: list[str] | None = Field(
+        default=None, description="ids of the context chunks the generator read (None: every chunk it was given)")
 
 
 class GenerationResult(Retrieved):
@@ -198,6 +202,9 @@ class JobRecord(BaseModel):
     chunks_used: list[str]
     quarantined_chunks: list[str] = Field(
         default_factory=list, description="retrieved chunks withheld from the prompt (injected instructions)")
+    coverage: float | None = Field(
+        default=None, description="share of the document's chunks that fed a whole-document summary (quarantined "
+        "and capped chunks count as not read); null for top-k jobs")
     request_flags: list[str] = Field(
         default_factory=list, description="guard findings on the request that the tenant's policy let through")
     output: dict[str, Any]

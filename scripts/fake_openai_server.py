@@ -248,6 +248,8 @@ class FakeOpenAIServer:
         self.faults: queue.Queue[str] = queue.Queue()
         #: one entry per request: path, model, status, fault, time (epoch seconds).
         self.requests_log: list[dict[str, Any]] = []
+        #: the messages of every chat request, in arrival order (what a test asserts prompts on).
+        self.chat_messages: list[list[dict[str, Any]]] = []
         #: epoch seconds of every successful chat completion (for throughput measurement).
         self.completion_times: list[float] = []
         self.tokens = _TokenCounter()
@@ -497,6 +499,8 @@ class _Handler(BaseHTTPRequestHandler):
             [m for m in raw_messages if isinstance(m, dict)] if isinstance(raw_messages, list) else []
         )
         self._tag = fake.tag_of(messages)
+        with fake._lock:
+            fake.chat_messages.append(messages)
         if fake.on_chat is not None:
             fake.on_chat(self._tag)
         if self._rate_limited(path, model):

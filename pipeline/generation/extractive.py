@@ -9,7 +9,7 @@ arranges sentences that are literally in the retrieved chunks, and every record 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,9 +23,6 @@ PROVIDER = "extractive"
 MODEL = "extractive-v1"
 #: v2: the contract fields (pipeline/generation/fields.py), read from all of the document's chunks.
 PROMPT_VERSION = "extractive/v2"
-
-#: ``(tenant, document_id) -> every chunk of the document, in document order``
-DocumentChunks = Callable[[str, str], Sequence[ContextChunk]]
 _RISK_WORDS = {
     "indemnif": 3, "unlimited": 3, "liabilit": 2, "terminat": 2, "automatic": 2, "renew": 2,
     "penalt": 3, "late": 1, "interest": 1, "exclusive": 2, "non-compet": 3, "waive": 2, "breach": 1,
@@ -62,29 +59,9 @@ def _risk_score(sentence: str) -> int:
 class ExtractiveGenerator:
     """Builds structured outputs from sentences of the retrieved chunks, nothing else."""
 
-    def __init__(
-        self,
-        embedder: Embedder,
-        *,
-        max_summary_sentences: int = 5,
-        document_chunks: DocumentChunks | None = None,
-    ) -> None:
+    def __init__(self, embedder: Embedder, *, max_summary_sentences: int = 5) -> None:
         self._embedder = embedder
         self._max_summary = max_summary_sentences
-        self._document_chunks = document_chunks
-
-    def _whole_document(self, msg: RetrievalResult) -> list[ContextChunk] | None:
-        """All of the document's chunks for the field extraction: the summary's context is cut to the
-        token budget, but a party, a date or a cap may sit in a section the budget left out. Chunks
-        the retrieve stage quarantined, and any other chunk the injection detector flags, stay out."""
-        doc_id = msg.request.document_id
-        if self._document_chunks is None or not doc_id:
-            return None
-        from pipeline.guard import detect_injection
-
-        withheld = set(msg.quarantined_chunks)
-        return [c for c in self._document_chunks(msg.request.tenant, doc_id)
-                if c.chunk_id not in withheld and not detect_injection(c.text).flagged]
 
     def warm_up(self) -> None:
         warm = getattr(self._embedder, "warm_up", None)
@@ -93,7 +70,7 @@ class ExtractiveGenerator:
 
     def generate(self, msg: RetrievalResult) -> Completion:
         if msg.intent == Intent.summarize:
-            out = self.summarize(msg.chunks, document=self._whole_document(msg))
+            out = self.summarize(msg.chunks)
             text = out.summary
             structured = out.model_dump()
         else:
@@ -104,16 +81,13 @@ class ExtractiveGenerator:
             text=text, structured=structured, provider=PROVIDER, model=MODEL, prompt_version=PROMPT_VERSION
         )
 
-    def summarize(
-        self, chunks: Sequence[ContextChunk], *, document: Sequence[ContextChunk] | None = None
-    ) -> ContractSummary:
-        """``chunks``: the budgeted context the summary is written from; ``document``: every chunk of the
-        document (when the caller can get them), which the contract fields are read from."""
+    def summarize(self, chunks: Sequence[ContextChunk]) -> ContractSummary:
+        """``chunks``: the document's chunks in order (the retrieve stage gives a summary the whole
+        document); the contract fields are read from all of them, the summary sentences from the
+        first sentence of each section."""
         if not chunks:
             return ContractSummary(summary="No content was retrieved for this document.")
-        given = {c.chunk_id for c in chunks}
-        source = list(document) if document else list(chunks)
-        fields = extract_fields([(c.section, chunk_body(c.text)) for c in source])
+        fields = extract_fields([(c.section, chunk_body(c.text)) for c in chunks])
         sentences = _sentences(chunks)
         cited: list[str] = []
 
@@ -122,8 +96,7 @@ class ExtractiveGenerator:
                 cited.append(chunk.chunk_id)
 
         for index in fields.sources.values():
-            if source[index].chunk_id in given:  # cite only what the summary was given
-                cite(source[index])
+            cite(chunks[index])
 
         picked: list[str] = []
         sections_done: set[str] = set()

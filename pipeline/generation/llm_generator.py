@@ -13,7 +13,7 @@ Upper bound on upstream HTTP calls for one job:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,8 +22,15 @@ from pipeline.errors import ConveyorError, Requeue, validation_problems
 from pipeline.generation.llm.base import ChatMessage, LLMProvider, LLMRequest, LLMResponse
 from pipeline.generation.llm.pricing import add_cost, catalogue, merge_models
 from pipeline.generation.llm.tokens import count_tokens
-from pipeline.generation.prompts import build_messages, repair_message
-from schemas import Completion, RetrievalResult, Usage, output_schema
+from pipeline.generation.prompts import (
+    COMBINE_VERSION,
+    build_messages,
+    combine_messages,
+    repair_message,
+    split_parts,
+    template_for,
+)
+from schemas import Completion, ContextChunk, Intent, RetrievalResult, Usage, output_schema
 
 PROVIDER = "openai-compatible"
 
@@ -87,56 +94,109 @@ class LLMGenerator:
             )
         )
 
+    def _complete(
+        self, messages: list[ChatMessage], msg: RetrievalResult, version: str, billed: list[LLMResponse]
+    ) -> tuple[dict[str, Any] | None, list[str]]:
+        """One structured answer: the call, and one repair re-ask if it does not validate. Every response
+        is appended to ``billed``; an error raised here carries all of ``billed`` (earlier calls of this job
+        included) in its details, so a failed or re-queued attempt still counts what it cost."""
+        try:
+            billed.append(self._ask(messages, msg, version))
+            first = billed[-1]
+            structured, errors = (None, []) if first.finish_reason == "length" else parse_structured(
+                msg.intent, first.text
+            )
+            if structured is not None or not errors:
+                return structured, []
+            retry = [*messages, ChatMessage(role="assistant", content=first.text), repair_message(errors)]
+            billed.append(self._ask(retry, msg, version))
+        except (ConveyorError, Requeue) as exc:
+            _carry_billing(exc, billed)
+            raise
+        if billed[-1].finish_reason == "length":
+            return None, errors
+        return parse_structured(msg.intent, billed[-1].text)[0], errors
+
     def generate(self, msg: RetrievalResult) -> Completion:
         model = msg.request.params.model or self.model
+
+        def count(text: str) -> int:
+            return count_tokens(text, model)
+
+        parts = split_parts(msg.chunks, self.context_token_budget, count)
+        if msg.intent == Intent.summarize and len(parts) > 1:
+            return self._map_reduce(msg, parts, count)
         messages, template = build_messages(
-            msg.intent,
-            msg.request.text,
-            msg.chunks,
-            budget_tokens=self.context_token_budget,
-            count_tokens=lambda text: count_tokens(text, model),
-            versions=self.prompt_versions,
+            msg.intent, msg.request.text, msg.chunks, budget_tokens=self.context_token_budget,
+            count_tokens=count, versions=self.prompt_versions,
         )
-        responses = [self._ask(messages, msg, template.version)]
-        structured, errors = (None, []) if responses[0].finish_reason == "length" else parse_structured(
-            msg.intent, responses[0].text
-        )
-        repair_reasons: list[str] = []
-        if structured is None and errors:
-            repair_reasons = errors
-            retry = [*messages, ChatMessage(role="assistant", content=responses[0].text), repair_message(errors)]
-            try:
-                responses.append(self._ask(retry, msg, template.version))
-            except (ConveyorError, Requeue) as exc:  # the first answer was billed too: the error carries both
-                first = responses[0]
-                d = exc.details
-                for key, value in (("calls", first.calls), ("prompt_tokens", first.prompt_tokens),
-                                   ("completion_tokens", first.completion_tokens)):
-                    previous = d.get(key)
-                    d[key] = (previous if isinstance(previous, int | float) else 0) + value
-                previous_cost = d.get("cost_usd", 0.0)
-                d["cost_usd"] = add_cost(
-                    float(previous_cost) if isinstance(previous_cost, int | float) else None, first.cost_usd
-                )
-                d["unpriced_models"] = merge_models(first.unpriced_models, d.get("unpriced_models"))
-                raise
-            if responses[-1].finish_reason != "length":
-                structured, _ = parse_structured(msg.intent, responses[-1].text)
-        last = responses[-1]
+        billed: list[LLMResponse] = []
+        structured, repair_reasons = self._complete(messages, msg, template.version, billed)
+        read = [c.chunk_id for c in parts[0]] if parts else []
+        return self._completion(billed, structured, template.version, repair_reasons, read)
+
+    def _map_reduce(
+        self, msg: RetrievalResult, parts: list[list[ContextChunk]], count: Callable[[str], int]
+    ) -> Completion:
+        """A document longer than one prompt: one call per part (in this task, one after another, so no
+        worker waits on subtasks; a re-queued job finds the finished parts in the response cache), then
+        one call that combines the parts' summaries. A part whose answer does not validate is left out
+        of the combination, and the record's reasons say so."""
+        billed: list[LLMResponse] = []
+        partials: list[dict[str, Any]] = []
+        reasons: list[str] = []
+        template = template_for(msg.intent, self.prompt_versions)
+        for index, part in enumerate(parts, 1):
+            messages, _ = build_messages(
+                msg.intent, msg.request.text, part, budget_tokens=self.context_token_budget, count_tokens=count,
+                versions=self.prompt_versions, part=(index, len(parts)),
+            )
+            structured, errors = self._complete(messages, msg, template.version, billed)
+            if structured is None:
+                reasons.extend(f"part {index}: {error}" for error in errors or ["no answer"])
+            else:
+                partials.append(structured)
+        version = f"{template.version}+{COMBINE_VERSION}"
+        structured, errors = self._complete(combine_messages(template, msg.request.text, partials), msg, version,
+                                            billed)
+        read = [c.chunk_id for part in parts for c in part]
+        return self._completion(billed, structured, version, reasons + errors, read)
+
+    def _completion(
+        self, billed: list[LLMResponse], structured: dict[str, Any] | None, version: str,
+        repair_reasons: list[str], read: list[str],
+    ) -> Completion:
+        last = billed[-1]
         return Completion(
             text=last.text,
             structured=structured,
             provider=PROVIDER,
             model=last.model,
-            prompt_version=template.version,
+            prompt_version=version,
             finish_reason=last.finish_reason,
             usage=Usage(
-                prompt_tokens=sum(r.prompt_tokens for r in responses),
-                completion_tokens=sum(r.completion_tokens for r in responses),
+                prompt_tokens=sum(r.prompt_tokens for r in billed),
+                completion_tokens=sum(r.completion_tokens for r in billed),
             ),
-            cost_usd=_total_cost(responses),
-            unpriced_models=merge_models(*(r.unpriced_models for r in responses)),
-            llm_calls=sum(r.calls for r in responses),
-            cached=all(r.cached for r in responses),
+            cost_usd=_total_cost(billed),
+            unpriced_models=merge_models(*(r.unpriced_models for r in billed)),
+            llm_calls=sum(r.calls for r in billed),
+            cached=all(r.cached for r in billed),
             repair_reasons=repair_reasons,
+            chunks_read=read,
         )
+
+
+def _carry_billing(exc: ConveyorError | Requeue, billed: Sequence[LLMResponse]) -> None:
+    """Add the calls, tokens and cost of ``billed`` to what the error already carries."""
+    d = exc.details
+    for response in billed:
+        for key, value in (("calls", response.calls), ("prompt_tokens", response.prompt_tokens),
+                           ("completion_tokens", response.completion_tokens)):
+            previous = d.get(key)
+            d[key] = (previous if isinstance(previous, int | float) else 0) + value
+        previous_cost = d.get("cost_usd", 0.0)
+        d["cost_usd"] = add_cost(
+            float(previous_cost) if isinstance(previous_cost, int | float) else None, response.cost_usd
+        )
+        d["unpriced_models"] = merge_models(response.unpriced_models, d.get("unpriced_models"))

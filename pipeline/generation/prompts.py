@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.generation.llm.base import ChatMessage
 from schemas import ContextChunk, Intent, output_schema
@@ -112,6 +113,36 @@ def fit_chunks(
     return kept
 
 
+def split_parts(
+    chunks: Sequence[ContextChunk], budget_tokens: int, count_tokens: Callable[[str], int]
+) -> list[list[ContextChunk]]:
+    """Consecutive runs of ``chunks`` that each fit one prompt's budget (a chunk larger than the
+    budget is a part of its own): the map step of a summary of a document longer than one prompt."""
+    parts: list[list[ContextChunk]] = []
+    rest = list(chunks)
+    while rest:
+        part = fit_chunks(rest, budget_tokens, count_tokens)
+        parts.append(part)
+        rest = rest[len(part):]
+    return parts
+
+
+#: the map step's note and the combine step's prompt (versioned like the templates: they are part of the
+#: cache key through the prompt text and stamped on the record as ``<template>+combine/v1``).
+COMBINE_VERSION = "combine/v1"
+_PART_NOTE = (
+    "These chunks are part {index} of {count} of one contract, in document order. Fill each field only from "
+    "what this part states (null when it is not here); the parts are combined afterwards."
+)
+_COMBINE_TASK = (
+    "Above are the summaries of the consecutive parts of ONE contract. Combine them into the summary of the whole "
+    "contract: each field from the part that states it (the parties and the effective date are usually in the "
+    "first part; when parts disagree, prefer the operative clause over a recital or a schedule), one summary of "
+    "the whole, the key terms and risks of all parts without repeats, and as citations the chunk ids the parts "
+    "cited for what you kept."
+)
+
+
 def build_messages(
     intent: Intent,
     request_text: str,
@@ -120,18 +151,39 @@ def build_messages(
     budget_tokens: int,
     count_tokens: Callable[[str], int],
     versions: Sequence[str] = (),
+    part: tuple[int, int] | None = None,
 ) -> tuple[list[ChatMessage], PromptTemplate]:
+    """The prompt for ``chunks`` cut to the budget; ``part=(i, n)`` marks the map step of a long document."""
     template = template_for(intent, versions)
     kept = fit_chunks(chunks, budget_tokens, count_tokens)
     context = "\n\n".join(f"[chunk:{c.chunk_id}] ({c.doc_id} / {c.section})\n{c.text}" for c in kept)
+    note = f"\n{_PART_NOTE.format(index=part[0], count=part[1])}" if part else ""
     user = (
         f"Context chunks:\n{context or '(none)'}\n\n"
         f"Request: {request_text or 'Summarize the document.'}\n\n"
-        f"Task: {template.task}\n"
+        f"Task: {template.task}{note}\n"
         f"Reply with a JSON object with these fields: {template.schema_hint()}. "
         "Put the ids of the chunks you relied on in 'citations' (ids only, without the 'chunk:' prefix)."
     )
     return [ChatMessage(role="system", content=_SYSTEM), ChatMessage(role="user", content=user)], template
+
+
+def combine_messages(
+    template: PromptTemplate, request_text: str, partials: Sequence[dict[str, Any]]
+) -> list[ChatMessage]:
+    """The reduce step: the parts' structured summaries (citations as ``[chunk:ID]``), then the task."""
+    blocks = []
+    for index, partial in enumerate(partials, 1):
+        cited = " ".join(f"[chunk:{c}]" for c in partial.get("citations") or [])
+        fields = {k: v for k, v in partial.items() if k != "citations" and v not in (None, [], "")}
+        blocks.append(f"Part {index} of {len(partials)} (cites {cited or 'nothing'}):\n{json.dumps(fields)}")
+    user = (
+        "\n\n".join(blocks) + f"\n\nRequest: {request_text or 'Summarize the document.'}\n\n"
+        f"Task: {_COMBINE_TASK} {template.task}\n"
+        f"Reply with a JSON object with these fields: {template.schema_hint()}. "
+        "Put chunk ids in 'citations' (ids only, without the 'chunk:' prefix)."
+    )
+    return [ChatMessage(role="system", content=_SYSTEM), ChatMessage(role="user", content=user)]
 
 
 def repair_message(errors: Sequence[str]) -> ChatMessage:

@@ -37,4 +37,6 @@ class GuardStage:
             structural = any(c.name == "structure" and c.verdict == "blocked" for c in report.checks)
             error = OutputInvalid if structural else GuardrailBlocked
             raise error(f"guard blocked the output: {reasons}", details={"guard": report.model_dump()})
-        return msg.carry(GuardResult, chunks_used=[c.chunk_id for c in msg.chunks], guard=report, output=output)
+        read = msg.completion.chunks_read
+        used = [c.chunk_id for c in msg.chunks] if read is None else list(read)
+        return msg.carry(GuardResult, chunks_used=used, guard=report, output=output)

@@ -1,7 +1,8 @@
 """Choose the context chunks a job's prompt gets, by intent, within a token budget.
 
-``summarize`` needs coverage: every section of the document, in document order, more
-than one chunk per section when the budget allows. ``question``/``extract``/``risk``
+``summarize`` needs the whole document: every chunk, in document order (the generator
+maps over sections when they exceed one prompt), up to ``max_chunks`` per job, beyond
+which chunks are taken round-robin over sections so every section still counts. ``question``/``extract``/``risk``
 (and ``other``) need precision: the best few chunks by dense score, with near-duplicate
 chunks collapsed so the budget is not spent twice on the same words.
 
@@ -48,11 +49,12 @@ def retrieve_context(
     score_threshold: float | None = None,
     token_budget: int = 1500,
     count_tokens: Callable[[str], int] | None = None,
+    max_chunks: int = 300,
 ) -> list[Hit]:
     """Return the context chunks for one job.
 
     ``query_vector`` may be None for a job that names a document but has no request
-    text; it then gets the document-coverage selection whatever its intent.
+    text; it then gets the whole document whatever its intent.
     Raises ``InvalidInput`` for an unknown intent, a ``doc_id`` the tenant does not
     have (the job names a document that was never ingested), or neither a vector nor
     a document.
@@ -65,7 +67,7 @@ def retrieve_context(
     if doc_id is not None and not store.has_document(tenant, doc_id):
         raise InvalidInput(f"document {doc_id!r} not found for tenant {tenant!r}")
     if doc_id is not None and (intent in COVERAGE_INTENTS or query_vector is None):
-        return coverage_selection(store.document_chunks(tenant, doc_id), token_budget, count)
+        return document_context(store, tenant, doc_id, max_chunks)[0]
     if query_vector is None:
         raise InvalidInput("nothing to retrieve with: no query vector and no document")
     candidates = store.search(
@@ -76,6 +78,16 @@ def retrieve_context(
         score_threshold=score_threshold,
     )
     return fit_budget(dedupe_hits(candidates)[:k], token_budget, count)
+
+
+def document_context(store: VectorStore, tenant: str, doc_id: str, max_chunks: int) -> tuple[list[Hit], int]:
+    """The document's chunks in document order, at most ``max_chunks`` of them (round-robin over
+    sections when there are more, so a long document still contributes every section), and how
+    many chunks the document has: the denominator of the record's ``coverage``."""
+    every = store.document_chunks(tenant, doc_id)
+    if len(every) <= max_chunks:
+        return sorted(every, key=lambda hit: hit.position), len(every)
+    return coverage_selection(every, max_chunks, lambda _text: 1), len(every)
 
 
 def coverage_selection(chunks: Sequence[Hit], token_budget: int, count: Callable[[str], int]) -> list[Hit]:

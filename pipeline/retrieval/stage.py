@@ -9,7 +9,7 @@ import numpy as np
 from pipeline.errors import InvalidInput
 from pipeline.guard.injection import default_detector, detect_injection_many
 from pipeline.guard.policy import TenantPolicies
-from pipeline.retrieval.context import retrieve_context
+from pipeline.retrieval.context import document_context, retrieve_context
 from pipeline.retrieval.vectorstore import QdrantVectorStore
 from schemas import ContextChunk, Intent, IntentResult, RetrievalResult
 
@@ -26,6 +26,7 @@ class RetrieveStage:
         token_budget: int,
         count_tokens: Callable[[str], int],
         policies: TenantPolicies,
+        max_document_chunks: int = 300,
     ) -> None:
         self.store = store
         self.top_k = top_k
@@ -33,6 +34,7 @@ class RetrieveStage:
         self.token_budget = token_budget
         self.count_tokens = count_tokens
         self.policies = policies
+        self.max_document_chunks = max_document_chunks
 
     def warm_up(self) -> None:
         self.count_tokens("warm up")  # loads the BPE ranks (about a second)
@@ -48,17 +50,23 @@ class RetrieveStage:
         vector = np.asarray(msg.query_embedding, dtype=np.float32) if msg.query_embedding is not None else None
         if vector is None and not req.document_id:
             raise InvalidInput("nothing to retrieve: the request has neither text nor a document_id")
-        hits = retrieve_context(
-            self.store,
-            query_vector=vector,
-            intent=msg.intent.value,
-            tenant=req.tenant,
-            doc_id=req.document_id,
-            k=req.params.top_k or self.top_k,
-            score_threshold=self.score_threshold,
-            token_budget=self.token_budget,
-            count_tokens=self.count_tokens,
-        )
+        whole_document = req.document_id is not None and (msg.intent == Intent.summarize or vector is None)
+        document_chunks: int | None = None
+        if whole_document:
+            assert req.document_id is not None
+            hits, document_chunks = document_context(self.store, req.tenant, req.document_id, self.max_document_chunks)
+        else:
+            hits = retrieve_context(
+                self.store,
+                query_vector=vector,
+                intent=msg.intent.value,
+                tenant=req.tenant,
+                doc_id=req.document_id,
+                k=req.params.top_k or self.top_k,
+                score_threshold=self.score_threshold,
+                token_budget=self.token_budget,
+                count_tokens=self.count_tokens,
+            )
         chunks = [
             ContextChunk(chunk_id=h.chunk_id, doc_id=h.doc_id, section=h.section, text=h.text, score=h.score)
             for h in hits
@@ -70,5 +78,6 @@ class RetrieveStage:
             verdicts = detect_injection_many([c.text for c in chunks])
             quarantined = [c.chunk_id for c, v in zip(chunks, verdicts, strict=True) if v.flagged]
             chunks = [c for c in chunks if c.chunk_id not in quarantined]
-        strategy = "document-coverage" if msg.intent == Intent.summarize and req.document_id else "top-k"
-        return msg.carry(RetrievalResult, chunks=chunks, retrieval_strategy=strategy, quarantined_chunks=quarantined)
+        strategy = "whole-document" if whole_document else "top-k"
+        return msg.carry(RetrievalResult, chunks=chunks, retrieval_strategy=strategy, quarantined_chunks=quarantined,
+                         document_chunks=document_chunks)

@@ -148,3 +148,24 @@ def test_the_record_counts_the_calls_of_failed_stage_attempts_too(env: dict[str,
     assert _chat_calls(server) - before == 7
     assert record.llm_calls == 7
     assert env["rt"].components.state.take_usage(record.job_id) == {}, "handed over once"
+
+
+def test_a_contract_longer_than_one_prompt_is_summarised_from_all_of_its_parts(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Through the real chain with a small prompt budget: one call per part, one to combine, and the record
+    says the summary read the whole document (coverage 1.0, every chunk in chunks_used)."""
+    with FakeOpenAIServer() as server:
+        settings = load_settings(data_dir=tmp_path_factory.mktemp("long"), llm_base_url=server.url,
+                                 llm_model="gpt-4o-mini", context_token_budget=900)
+        with EmbeddedRuntime(settings) as rt:
+            doc = sample_contracts()[0]
+            ingest_paths([doc], tenant="t", store=rt.components.vector_store, embedder=rt.components.embedder)
+            request = JobRequest(text="Summarize this contract.", document_id=doc.stem, tenant="t",
+                                 intent_hint="summarize", params={"use_cache": False})
+            record = rt.client.result(rt.client.submit(request), timeout=60)
+            stored = rt.components.vector_store.document_chunks("t", doc.stem)
+    assert record.prompt_version == "summarize/v2+combine/v1"
+    assert record.llm_calls == len(server.chat_models()) >= 4  # three parts or more, then the combination
+    assert record.coverage == 1.0 and set(record.chunks_used) == {hit.chunk_id for hit in stored}
+    assert record.usage.prompt_tokens > 3000  # the whole contract was read, part by part
+    assert set(record.output["citations"]) <= set(record.chunks_used)

@@ -5,7 +5,13 @@ import pytest
 
 from pipeline.errors import InvalidInput
 from pipeline.retrieval.chunking import Chunk, chunk_id_for, content_hash_of
-from pipeline.retrieval.context import coverage_selection, dedupe_hits, fit_budget, retrieve_context
+from pipeline.retrieval.context import (
+    coverage_selection,
+    dedupe_hits,
+    document_context,
+    fit_budget,
+    retrieve_context,
+)
 from pipeline.retrieval.vectorstore import Hit, QdrantVectorStore, VectorStore, open_qdrant
 from tests.fakes import HashingEmbedder, InMemoryVectorStore
 
@@ -118,18 +124,24 @@ class TestRetrieveContext:
         assert [h.position for h in hits] == sorted(h.position for h in hits)
         assert len(hits) == 6  # budget allows everything, k does not cap coverage
 
-    def test_summarize_under_a_small_budget_keeps_one_per_section_first(self, store, embedder) -> None:  # type: ignore[no-untyped-def]
+    def test_summarize_past_max_chunks_keeps_one_per_section_first(self, store, embedder) -> None:  # type: ignore[no-untyped-def]
         hits = retrieve_context(
             store,
             query_vector=None,
             intent="summarize",
             tenant="t",
             doc_id="lease",
-            token_budget=40,
+            token_budget=40,  # the prompt budget is the generator's business: a summary reads the document
             count_tokens=words,
+            max_chunks=3,
         )
-        assert {h.section for h in hits} == {"1. Rent", "2. Term", "3. Repairs"}
-        assert sum(words(h.text) for h in hits) <= 40
+        assert {h.section for h in hits} == {"1. Rent", "2. Term", "3. Repairs"} and len(hits) == 3
+        assert [h.position for h in hits] == sorted(h.position for h in hits)
+
+    def test_document_context_counts_every_chunk_of_the_document(self, store) -> None:  # type: ignore[no-untyped-def]
+        assert [len(hits) for hits, _ in [document_context(store, "t", "lease", 300)]] == [6]
+        hits, total = document_context(store, "t", "lease", 4)
+        assert (len(hits), total) == (4, 6)
 
     def test_summarize_without_doc_falls_back_to_top_k(self, store, embedder) -> None:  # type: ignore[no-untyped-def]
         hits = retrieve_context(

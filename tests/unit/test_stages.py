@@ -97,7 +97,8 @@ def test_injected_request_is_blocked_or_flagged_by_the_tenants_policy(stages: St
 def test_summary_retrieval_covers_the_document_and_questions_get_top_k(stages: Stages) -> None:
     summary = stages.retrieve(stages.intent(JobRequest(text="Summarize this contract.", document_id=DOC.stem,
                                                        tenant="t")))
-    assert summary.retrieval_strategy == "document-coverage" and len(summary.chunks) > 5
+    assert summary.retrieval_strategy == "whole-document" and len(summary.chunks) > 5
+    assert summary.document_chunks == len(summary.chunks) + len(summary.quarantined_chunks)
     assert {c.doc_id for c in summary.chunks} == {DOC.stem}
     question = stages.retrieve(stages.intent(JobRequest(text="How much is the monthly rent?", document_id=DOC.stem,
                                                         tenant="t", intent_hint="question")))
@@ -186,19 +187,12 @@ def test_stage_outputs_round_trip_as_json(stages: Stages) -> None:
     assert IntentResult.model_validate(payload) == msg
 
 
-def test_the_extractive_generator_reads_the_whole_document_only_where_the_store_may_be_opened(
-        tmp_path: Path) -> None:
-    """A local Qdrant path has one owner process: in distributed mode an llm worker beside the retrieve
-    worker must not open it (every summary failed with 'storage folder already accessed')."""
-    from pipeline.settings import load_settings
-    from pipeline.wiring import Components
-
-    def document_reader(settings: Any) -> Any:
-        generator = Components(settings).generator
-        assert isinstance(generator, ExtractiveGenerator)
-        return generator._document_chunks
-
-    assert document_reader(load_settings(data_dir=tmp_path)) is not None  # embedded: one process owns it
-    distributed = {"data_dir": tmp_path, "broker_url": "redis://127.0.0.1:1/0", "redis_url": "redis://127.0.0.1:1/0"}
-    assert document_reader(load_settings(**distributed)) is None
-    assert document_reader(load_settings(**distributed, qdrant_url="http://127.0.0.1:1")) is not None
+def test_a_summary_reads_the_whole_document_and_its_record_says_so(stages: Stages) -> None:
+    request = JobRequest(text="Summarize this contract.", document_id=DOC.stem, tenant="t")
+    retrieved = stages.retrieve(stages.intent(request))
+    record = stages.record(stages.guard(stages.generate(retrieved)))
+    assert set(record.chunks_used) == {c.chunk_id for c in retrieved.chunks}
+    assert record.coverage == round(len(retrieved.chunks) / (retrieved.document_chunks or 0), 4) > 0.9
+    question = stages.retrieve(stages.intent(JobRequest(text="How much is the monthly rent?", document_id=DOC.stem,
+                                                        tenant="t", intent_hint="question")))
+    assert stages.record(stages.guard(stages.generate(question))).coverage is None
