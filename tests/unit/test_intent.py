@@ -188,16 +188,19 @@ class TestShippedWeights:
         vector = minilm.embed_one(text)
         loaded, fresh = classifier.classify_vector(vector), freshly_fitted.classify_vector(vector)
         assert (loaded.intent, loaded.method) == (fresh.intent, fresh.method), f"re-run {REFIT}"
-        assert loaded.confidence == pytest.approx(fresh.confidence, abs=1e-4)
-        assert loaded.scores == pytest.approx(fresh.scores, abs=1e-4)
+        # onnxruntime's kernels differ by CPU (AVX2 / AVX-512): a refit elsewhere moves scores by ~1e-4
+        assert loaded.confidence == pytest.approx(fresh.confidence, abs=2e-3)
+        assert loaded.scores == pytest.approx(fresh.scores, abs=2e-3)
 
     def test_shipped_state_is_the_fitted_state(
         self, classifier: IntentClassifier, freshly_fitted: IntentClassifier
     ) -> None:
         loaded, fresh = classifier.model, freshly_fitted.model
         assert loaded is not None and fresh is not None
-        assert np.allclose(loaded.weights, fresh.weights, atol=1e-5)
-        assert loaded.temperature == pytest.approx(fresh.temperature, rel=1e-5)
+        # the same fit on another CPU (onnxruntime's AVX2 vs AVX-512 kernels) differs by ~1e-4; staleness
+        # (other examples, other settings) moves weights by far more, and the metadata test pins the inputs
+        assert np.allclose(loaded.weights, fresh.weights, atol=2e-3)
+        assert loaded.temperature == pytest.approx(fresh.temperature, rel=1e-3)
         # float16 example embeddings: the nearest-example cosine (min_similarity) moves < 1e-3
         assert np.abs(classifier.fitted.matrix - freshly_fitted.fitted.matrix).max() < 1e-3
 
