@@ -97,11 +97,12 @@ class Components:
         return functools.partial(count_tokens, model=self.settings.llm_model)
 
     def _ingest_stage(self) -> Stage:
+        from pipeline.guard.screening import screen
         from pipeline.retrieval.ingest_stage import IngestStage
 
         s = self.settings
         return IngestStage(self.state, self.vector_store, self.embedder, max_tokens=s.chunk_max_tokens,
-                           overlap=s.chunk_overlap_tokens)
+                           overlap=s.chunk_overlap_tokens, screen=screen)
 
     def _intent_stage(self) -> Stage:
         from pipeline.intent.stage import IntentStage

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -32,6 +32,7 @@ class _Point:
     tenant: str
     chunk: Chunk
     vector: np.ndarray
+    screen: dict[str, Any] | None = None
 
 
 class InMemoryVectorStore:
@@ -49,7 +50,7 @@ class InMemoryVectorStore:
 
     def upsert_document(
         self, tenant: str, doc_id: str, chunks: Sequence[Chunk], vectors: np.ndarray, *,
-        content_sha256: str | None = None,
+        content_sha256: str | None = None, screens: Mapping[str, dict[str, Any]] | None = None,
     ) -> UpsertReport:
         vectors = np.asarray(vectors, dtype=np.float32)
         check_upsert_args(tenant, doc_id, chunks, vectors, self.dim)
@@ -66,7 +67,7 @@ class InMemoryVectorStore:
             stale = [pid for pid in existing if pid not in wanted]
             for pid in added:
                 chunk, vector = wanted[pid]
-                self._points[pid] = _Point(tenant, chunk, l2_normalize(vector))
+                self._points[pid] = _Point(tenant, chunk, l2_normalize(vector), (screens or {}).get(chunk.chunk_id))
             for pid in stale:
                 del self._points[pid]
         return UpsertReport(added=len(added), unchanged=len(wanted) - len(added), removed=len(stale))
@@ -128,6 +129,7 @@ def _hit(point: _Point, score: float) -> Hit:
         text=chunk.text,
         score=score,
         position=chunk.position,
+        screen=point.screen,
     )
 
 

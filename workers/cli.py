@@ -271,6 +271,7 @@ def default_node_name(queues: str) -> str:
 @click.option("--tenant", default="default", show_default=True)
 def ingest(paths: tuple[Path, ...], tenant: str) -> None:
     """Read .md/.txt/.html files (or folders), chunk them by section and upsert into Qdrant."""
+    from pipeline.guard.screening import screen
     from pipeline.retrieval.ingest import ingest_paths
 
     settings = _settings()
@@ -279,7 +280,7 @@ def ingest(paths: tuple[Path, ...], tenant: str) -> None:
         try:
             report = ingest_paths(list(paths), tenant=tenant, store=components.vector_store,
                                   embedder=components.embedder, max_tokens=settings.chunk_max_tokens,
-                                  overlap=settings.chunk_overlap_tokens)
+                                  overlap=settings.chunk_overlap_tokens, screen=screen)
         except ConveyorError as exc:
             raise click.ClickException(str(exc)) from exc
     _echo_json({**dataclasses.asdict(report), "chunks_per_second": round(report.chunks_per_second, 1)})

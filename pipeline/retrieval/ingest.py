@@ -11,9 +11,10 @@ import hashlib
 import io
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -150,12 +151,15 @@ def ingest_text(
     embedder: Embedder,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     overlap: int = DEFAULT_OVERLAP,
+    screen: Callable[[Sequence[str]], list[dict[str, Any]]] | None = None,
 ) -> UpsertReport:
     """Chunk, embed and store one document's plain text; replaces its previous version.
 
     Chunks the store already holds are not embedded again, so re-ingesting an unchanged
-    document costs a chunking pass and one listing, not a model run. A store that keeps
-    manifests also records ``text_sha256(text)`` (see ``document_hash``).
+    document costs a chunking pass and one listing, not a model run. ``screen`` (e.g.
+    ``pipeline.guard.screening.screen``) gives each new chunk the injection verdict stored
+    with it, so ``retrieve`` does not score it per job. A store that keeps manifests also
+    records ``text_sha256(text)`` (see ``document_hash``).
     """
     if not doc_id.strip():
         raise InvalidInput("doc_id must be non-empty")
@@ -170,9 +174,13 @@ def ingest_text(
     todo = [i for i, chunk in enumerate(chunks) if chunk.chunk_id not in stored]
     # Rows of chunks already stored stay zero: upsert_document writes new point ids only.
     vectors = np.zeros((len(chunks), store.dim), dtype=np.float32)
+    screens: dict[str, dict[str, Any]] = {}
     if todo:
-        vectors[todo] = embedder.embed([chunks[i].text for i in todo])
-    return store.upsert_document(tenant, doc_id, chunks, vectors, content_sha256=text_sha256(text))
+        texts = [chunks[i].text for i in todo]
+        vectors[todo] = embedder.embed(texts)
+        if screen is not None:
+            screens = {chunks[i].chunk_id: verdict for i, verdict in zip(todo, screen(texts), strict=True)}
+    return store.upsert_document(tenant, doc_id, chunks, vectors, content_sha256=text_sha256(text), screens=screens)
 
 
 def ingest_paths(
@@ -183,6 +191,7 @@ def ingest_paths(
     embedder: Embedder,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     overlap: int = DEFAULT_OVERLAP,
+    screen: Callable[[Sequence[str]], list[dict[str, Any]]] | None = None,
 ) -> IngestReport:
     """Ingest files and directories (recursively) for one tenant."""
     started = time.perf_counter()
@@ -201,6 +210,7 @@ def ingest_paths(
             embedder=embedder,
             max_tokens=max_tokens,
             overlap=overlap,
+            screen=screen,
         )
         documents += 1
         chunks += report.added + report.unchanged

@@ -4,14 +4,16 @@ The client publishes the document's sha256 and keeps the bytes in the state stor
 messages stay small and any ingest worker can read them. Chunks the store already holds (same
 content, same chunk ids) are not embedded again, so a resubmitted batch pays for changed
 documents only. A document that cannot be read fails this item alone (``InvalidInput`` with its
-path); the batch goes on.
+path); the batch goes on. New chunks are screened for injected instructions here, once, and the
+verdict is stored with them, so ``retrieve`` does not score them again for every job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from pipeline.errors import InvalidInput, ProviderUnavailable
 from pipeline.retrieval.embeddings import Embedder
@@ -22,6 +24,9 @@ from schemas.job import IngestRequest
 
 log = logging.getLogger("conveyor.ingest")
 
+#: texts -> the injection verdict stored with each chunk (``pipeline.guard.screening.screen``)
+Screen = Callable[[Sequence[str]], list[dict[str, Any]]]
+
 
 class BlobStore(Protocol):
     def get_blob(self, sha256: str) -> bytes | None: ...
@@ -31,8 +36,9 @@ class BlobStore(Protocol):
 
 class IngestStage:
     def __init__(self, blobs: BlobStore, store: VectorStore, embedder: Embedder, *, max_tokens: int,
-                 overlap: int) -> None:
+                 overlap: int, screen: Screen | None = None) -> None:
         self.blobs = blobs
+        self.screen = screen
         self.store = store
         self.embedder = embedder
         self.max_tokens = max_tokens
@@ -40,6 +46,8 @@ class IngestStage:
 
     def warm_up(self) -> None:
         self.embedder.embed(["warm up"])
+        if self.screen is not None:
+            self.screen(["warm up"])  # the injection model and its embedder
 
     def __call__(self, msg: IngestRequest) -> JobRequest:
         doc, request = msg.document, msg.request
@@ -56,7 +64,8 @@ class IngestStage:
             raise ProviderUnavailable(f"{doc.name}: stored bytes do not match their sha256 (a partial write?)")
         text = parse_document(doc.name, raw)
         report = ingest_text(request.document_id, text, tenant=request.tenant, store=self.store,
-                             embedder=self.embedder, max_tokens=self.max_tokens, overlap=self.overlap)
+                             embedder=self.embedder, max_tokens=self.max_tokens, overlap=self.overlap,
+                             screen=self.screen)
         log.info("ingested %s: %d chunks (%d embedded, %d unchanged, %d removed)", doc.name,
                  report.added + report.unchanged, report.added, report.unchanged, report.removed)
         self.blobs.release_blob(doc.sha256)

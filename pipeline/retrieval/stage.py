@@ -7,7 +7,8 @@ from collections.abc import Callable
 import numpy as np
 
 from pipeline.errors import InvalidInput
-from pipeline.guard.injection import default_detector, detect_injection_many
+from pipeline.guard import screening
+from pipeline.guard.injection import default_detector
 from pipeline.guard.policy import TenantPolicies
 from pipeline.retrieval.context import document_context, retrieve_context
 from pipeline.retrieval.vectorstore import QdrantVectorStore
@@ -74,9 +75,9 @@ class RetrieveStage:
         quarantined: list[str] = []
         if self.policies.for_tenant(req.tenant).quarantine_chunks:
             # retrieved text is untrusted input too: chunks carrying instructions never reach the prompt
-            # (rules + the learned model over every sentence and window, all chunks in one batch)
-            verdicts = detect_injection_many([c.text for c in chunks])
-            quarantined = [c.chunk_id for c, v in zip(chunks, verdicts, strict=True) if v.flagged]
+            # (the verdict ingest stored with the chunk; rules + the learned model for chunks without one)
+            verdicts = screening.flagged([h.text for h in hits], [h.screen for h in hits])
+            quarantined = [c.chunk_id for c, injected in zip(chunks, verdicts, strict=True) if injected]
             chunks = [c for c in chunks if c.chunk_id not in quarantined]
         strategy = "whole-document" if whole_document else "top-k"
         return msg.carry(RetrievalResult, chunks=chunks, retrieval_strategy=strategy, quarantined_chunks=quarantined,

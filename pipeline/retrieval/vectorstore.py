@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -69,6 +69,8 @@ class Hit:
     text: str
     score: float
     position: int
+    #: the injection verdict ingest stored with the chunk (``pipeline/guard/screening.py``), if any.
+    screen: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class VectorStore(Protocol):
 
     def upsert_document(
         self, tenant: str, doc_id: str, chunks: Sequence[Chunk], vectors: np.ndarray, *,
-        content_sha256: str | None = None,
+        content_sha256: str | None = None, screens: Mapping[str, dict[str, Any]] | None = None,
     ) -> UpsertReport: ...
 
     def search(
@@ -342,8 +344,12 @@ class QdrantVectorStore:
         vectors: np.ndarray,
         *,
         content_sha256: str | None = None,
+        screens: Mapping[str, dict[str, Any]] | None = None,
     ) -> UpsertReport:
         """Make the stored chunks of (tenant, doc_id) exactly ``chunks``, in slots 0..n-1.
+
+        ``screens`` (chunk id -> injection verdict) go into the payload of the points written; a
+        chunk that moves to another slot keeps the verdict it had.
 
         Only slots whose chunk id changed are written; the other rows of ``vectors`` are
         not read (ingest leaves them zero). A chunk that moved to another slot keeps its
@@ -360,6 +366,8 @@ class QdrantVectorStore:
             head_payload = next((r.payload or {} for r in old if (r.payload or {}).get("slot") == 0), {})
             old_count = int(head_payload.get("doc_chunks", len(old)))
             old_ids = set(old_slots.values())
+            kept_screens = {str((r.payload or {}).get("chunk_id")): (r.payload or {}).get("screen") for r in old}
+            new_screens = {**{k: v for k, v in kept_screens.items() if v}, **(screens or {})}
             elsewhere = {chunk_id: slot for slot, chunk_id in old_slots.items()}
             count = len(chunks)
             rewrite = [i for i, chunk in enumerate(chunks) if old_slots.get(i) != chunk.chunk_id]
@@ -375,6 +383,8 @@ class QdrantVectorStore:
                 chunk = chunks[i]
                 vector = kept_vectors.get(i)
                 payload = _payload(tenant, chunk) | {"slot": i} | (manifest if i == 0 else {})
+                if chunk.chunk_id in new_screens:
+                    payload["screen"] = new_screens[chunk.chunk_id]
                 return models.PointStruct(
                     id=slot_id(tenant, doc_id, i),
                     vector=vector if vector is not None else vectors[i].tolist(),
@@ -556,6 +566,7 @@ def _hit(payload: dict[str, Any], score: float) -> Hit:
         text=str(payload.get("text", "")),
         score=score,
         position=int(payload.get("position", 0)),
+        screen=payload.get("screen") if isinstance(payload.get("screen"), dict) else None,
     )
 
 
