@@ -20,7 +20,9 @@ processes start (``front`` on ingest,intent,retrieve, threads x4; ``llm`` prefor
 * **embeddings/s in ingest**: chunks embedded (the front worker's ``ingested …: N chunks (E
   embedded …)`` lines) over the ingest window (first ingest start to last ingest end, from the
   stage's ``done in`` lines) vs ``build_embedder("onnx")`` in this process, after the clusters
-  stopped, on the same chunk texts in batches of 256 (and per document, as ingest calls it);
+  stopped, on the same chunk texts in batches of 256 (and per document, as ingest calls it), and
+  vs embedding plus the injection screen per document (``pipeline/guard/screening.py``), which is
+  what ingest does with each new chunk since verdicts are stored at ingest;
 * **peak RSS** (``VmHWM``) of the client process and of each worker's main process and pool
   children, read from ``/proc`` before the workers stop;
 * **Redis memory per item**: ``INFO memory`` ``used_memory`` after the batch minus before, / N;
@@ -406,8 +408,17 @@ def embedder_reference(folder: Path, limit: int) -> dict[str, Any]:
     for doc in docs:
         embedder.embed(doc)
     per_doc_s = time.perf_counter() - started
+    from pipeline.guard.screening import screen
+
+    screen(texts[:8])  # load the injection model and its embedder
+    started = time.perf_counter()
+    for doc in docs:  # what ingest does per document since the verdicts are stored: embed, then screen
+        embedder.embed(doc)
+        screen(doc)
+    screened_s = time.perf_counter() - started
     return {"chunks": total, "documents": len(docs), "threads": getattr(embedder, "threads", None),
             "batched_per_s": round(total / batched_s, 1), "per_document_per_s": round(total / per_doc_s, 1),
+            "embed_and_screen_per_s": round(total / screened_s, 1),
             "mean_chunks_per_document": round(total / len(docs), 2)}
 
 
@@ -493,6 +504,8 @@ def print_report(result: dict[str, Any]) -> None:
         ("ingest window s", [f"{r['ingest']['window_s']:.1f}" for r in runs]),
         ("embeddings/s in ingest", [f"{r['ingest']['embeddings_per_s']:.1f}" for r in runs]),
         ("/ embedder batched rate", [f"{r['ingest']['embeddings_per_s'] / ref['batched_per_s']:.2f}" for r in runs]),
+        (f"/ embed + screen per document ({ref['embed_and_screen_per_s']:.1f}/s)",
+         [f"{r['ingest']['embeddings_per_s'] / ref['embed_and_screen_per_s']:.2f}" for r in runs]),
     ])
     names = [n for n in runs[0]["rss"] if n != "client"]
     table("peak RSS (VmHWM, MB) and Redis memory", [
