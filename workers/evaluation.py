@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -304,13 +305,18 @@ def run_config_subprocess(config: dict[str, str], args: list[str], timeout: floa
         )
         if proc.returncode != 0 or not out.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"configuration {config} failed: {tail[0]}")
+            raise RuntimeError(f"configuration {config_label(config)} failed: {tail[0]}")
         report: dict[str, Any] = json.loads(out.read_text())
         return report
 
 
+_SECRET_KEYS = re.compile(r"key|secret|password|token|auth", re.IGNORECASE)
+
+
 def config_label(config: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in config.items()) or "current settings"
+    """How a configuration is shown in the table, the JSON and error lines: secrets masked."""
+    shown = {k: "**" if _SECRET_KEYS.search(k) else v for k, v in config.items()}
+    return ",".join(f"{k}={v}" for k, v in shown.items()) or "current settings"
 
 
 # --- output ---------------------------------------------------------------------------------------------

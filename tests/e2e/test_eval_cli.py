@@ -48,3 +48,24 @@ def test_summary_fields_suite_writes_json_and_a_raised_threshold_fails(tmp_path:
 def test_bad_compare_spec_is_one_line(tmp_path: Path) -> None:
     proc = conveyor(["eval", "intents", "--compare", "provider"], tmp_path)
     assert proc.returncode == 1 and "KEY=VALUE" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_compare_runs_the_extractive_default_and_an_openai_compatible_endpoint_side_by_side(tmp_path: Path) -> None:
+    """Both configurations on the same golden contract; the second really calls the endpoint (here the
+    fake server over HTTP: its scores say nothing about a real model, the plumbing is what is tested)."""
+    from scripts.fake_openai_server import FakeOpenAIServer
+
+    out = tmp_path / "compare.json"
+    with FakeOpenAIServer() as server:
+        llm = f"provider=llm,base_url={server.url},model=gpt-4o-mini,api_key=sk-test"
+        proc = conveyor(["eval", "summary-fields", "--limit", "1", "--no-gate", "--compare", "provider=extractive",
+                         "--compare", llm, "--json-out", str(out)], tmp_path)
+        chat_calls = len(server.chat_models())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = json.loads(out.read_text())["compare"]
+    assert [run["config"] for run in runs] == ["provider=extractive", llm.replace("api_key=sk-test", "api_key=**")]
+    providers = [run["suites"]["summary-fields"]["provider"] for run in runs]
+    assert providers == ["extractive", "openai-compatible"]
+    assert chat_calls >= 1, "the golden contract's summary went to the endpoint"
+    assert all(0.0 <= v <= 1.0 for run in runs for v in run["suites"]["summary-fields"]["metrics"].values())
+    assert "sk-test" not in proc.stdout + proc.stderr + out.read_text(), "the key is never printed or written"
