@@ -134,10 +134,13 @@ def run_pipeline_suites(
                         "got": {name: output.get(name) for name in
                                 ("parties", "effective_date", "term_months", "governing_law", "payment",
                                  "liability_cap", "termination_notice", "termination_notice_days")},
+                        "coverage": record.coverage if record else None,
                         "error": None if record else "no record (the job failed)",
                     })
+                # share of each contract's chunks that fed its summary (whole-document summaries, issue #11.3)
+                coverage = round(sum(item["coverage"] or 0.0 for item in items) / (len(items) or 1), 3)
                 out["summary-fields"] = {
-                    "metrics": _summary_metrics(items), "items": items, "documents": len(items),
+                    "metrics": {**_summary_metrics(items), "coverage": coverage}, "items": items, "documents": len(items),
                     "provider": provider, "prompt_version": prompt_version,
                     "seconds": round(time.monotonic() - started, 1),
                 }

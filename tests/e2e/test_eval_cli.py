@@ -30,7 +30,7 @@ def test_summary_fields_suite_writes_json_and_a_raised_threshold_fails(tmp_path:
     suite = report["suites"]["summary-fields"]
     assert suite["documents"] == 4 and suite["provider"] == "extractive"
     assert set(suite["metrics"]) == {"parties", "effective_date", "term", "governing_law", "payment",
-                                     "liability_cap", "termination_notice", "overall"}
+                                     "liability_cap", "termination_notice", "overall", "coverage"}
     assert all(0.0 <= v <= 1.0 for v in suite["metrics"].values())
     # the shipped thresholds hold on the shipped suite
     shipped = (REPO / "evals" / "thresholds.toml").read_text()
