@@ -436,7 +436,7 @@ def _echo_letter_table(page: list[Any]) -> None:
             for s in page]
     header = ["id", "created", "job", "stage", "class", "batch", "document", "custom id", "attempts", "state",
               "error"]
-    from workers.demo import plain_table
+    from workers.tables import plain_table
 
     click.echo(plain_table(header, rows, rule=False))
 

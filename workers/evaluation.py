@@ -140,7 +140,8 @@ def run_pipeline_suites(
                 # share of each contract's chunks that fed its summary (whole-document summaries, issue #11.3)
                 coverage = round(sum(item["coverage"] or 0.0 for item in items) / (len(items) or 1), 3)
                 out["summary-fields"] = {
-                    "metrics": {**_summary_metrics(items), "coverage": coverage}, "items": items, "documents": len(items),
+                    "metrics": {**_summary_metrics(items), "coverage": coverage}, "items": items,
+                    "documents": len(items),
                     "provider": provider, "prompt_version": prompt_version,
                     "seconds": round(time.monotonic() - started, 1),
                 }
