@@ -19,6 +19,7 @@ from pipeline.guard.pii import (
     redact,
     scrub_event,
 )
+from tests.logcapture import capture_logger
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
@@ -218,18 +219,8 @@ def test_contracts_contain_no_false_pii() -> None:
 # ---------------------------------------------------------------- logging filter
 @pytest.fixture
 def captured_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s|%(customer)s"))
-    handler.addFilter(PiiRedactingFilter())
-    logger = logging.getLogger("conveyor.tests.pii")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    try:
-        yield logger, stream
-    finally:
-        logger.removeHandler(handler)
+    with capture_logger("conveyor.tests.pii", logging.Formatter("%(message)s|%(customer)s")) as captured:
+        yield captured
 
 
 def test_logging_filter_redacts_message_args_and_extra(

@@ -17,6 +17,7 @@ import pytest
 from pipeline.guard.pii import PiiRedactingFilter
 from pipeline.settings import SettingsError, load_settings
 from tests.conftest import REPO
+from tests.logcapture import capture_logger
 from workers import logcontext, tracing
 from workers.logformat import JsonFormatter
 
@@ -24,18 +25,8 @@ from workers.logformat import JsonFormatter
 @pytest.fixture
 def json_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     logcontext.install()
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(PiiRedactingFilter())
-    logger = logging.getLogger("conveyor.tests.json")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    try:
-        yield logger, stream
-    finally:
-        logger.removeHandler(handler)
+    with capture_logger("conveyor.tests.json", JsonFormatter()) as captured:
+        yield captured
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
