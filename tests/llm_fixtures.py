@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -72,3 +75,21 @@ class ProviderFactory:
     def close(self) -> None:
         for provider in self.made:
             provider.close()
+
+
+@contextmanager
+def llm_runtime(data_dir: Path, **settings: Any) -> Iterator[tuple[Any, FakeOpenAIServer, str]]:
+    """``(runtime, server, doc_id)``: an embedded runtime whose generator is the fake server over HTTP,
+    with the first sample contract ingested for tenant ``t``; ``settings`` override the defaults."""
+    from pipeline.retrieval.ingest import ingest_paths
+    from pipeline.settings import load_settings
+    from workers.cli import sample_contracts
+    from workers.embedded import EmbeddedRuntime
+
+    with (
+        FakeOpenAIServer() as server,
+        EmbeddedRuntime(load_settings(data_dir=data_dir, llm_base_url=server.url, **settings)) as rt,
+    ):
+        doc = sample_contracts()[0]
+        ingest_paths([doc], tenant="t", store=rt.components.vector_store, embedder=rt.components.embedder)
+        yield rt, server, doc.stem

@@ -13,35 +13,27 @@ from typing import Any
 
 import pytest
 
-from pipeline.retrieval.ingest import ingest_paths
-from pipeline.settings import load_settings
 from schemas import JobRequest
 from scripts.fake_openai_server import FakeOpenAIServer
-from workers.cli import sample_contracts
+from tests.llm_fixtures import llm_runtime
 from workers.client import JobFailed
-from workers.embedded import EmbeddedRuntime
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    with FakeOpenAIServer() as server:
-        settings = load_settings(
-            data_dir=tmp_path_factory.mktemp("llm"),
-            llm_base_url=server.url,
-            llm_model="gpt-4o-mini",
-            llm_fallback_models=["gpt-4.1-mini"],
-            llm_backoff_base_s=0.01,
-            llm_backoff_max_s=0.02,
-            stage_max_retries=1,
-            retry_backoff_base_s=0.01,
-            retry_backoff_max_s=0.05,
-        )
-        with EmbeddedRuntime(settings) as rt:
-            doc = sample_contracts()[0]
-            ingest_paths([doc], tenant="t", store=rt.components.vector_store, embedder=rt.components.embedder)
-            yield {"rt": rt, "server": server, "doc": doc.stem}
+    with llm_runtime(
+        tmp_path_factory.mktemp("llm"),
+        llm_model="gpt-4o-mini",
+        llm_fallback_models=["gpt-4.1-mini"],
+        llm_backoff_base_s=0.01,
+        llm_backoff_max_s=0.02,
+        stage_max_retries=1,
+        retry_backoff_base_s=0.01,
+        retry_backoff_max_s=0.05,
+    ) as (rt, server, doc_id):
+        yield {"rt": rt, "server": server, "doc": doc_id}
 
 
 def _job(env: dict[str, Any], text: str = "Summarize this contract.", **params: Any) -> str:
@@ -154,16 +146,12 @@ def test_a_contract_longer_than_one_prompt_is_summarised_from_all_of_its_parts(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     """Through the real chain with a small prompt budget: one call per part, one to combine, and the record
     says the summary read the whole document (coverage 1.0, every chunk in chunks_used)."""
-    with FakeOpenAIServer() as server:
-        settings = load_settings(data_dir=tmp_path_factory.mktemp("long"), llm_base_url=server.url,
-                                 llm_model="gpt-4o-mini", context_token_budget=900)
-        with EmbeddedRuntime(settings) as rt:
-            doc = sample_contracts()[0]
-            ingest_paths([doc], tenant="t", store=rt.components.vector_store, embedder=rt.components.embedder)
-            request = JobRequest(text="Summarize this contract.", document_id=doc.stem, tenant="t",
-                                 intent_hint="summarize", params={"use_cache": False})
-            record = rt.client.result(rt.client.submit(request), timeout=60)
-            stored = rt.components.vector_store.document_chunks("t", doc.stem)
+    with llm_runtime(tmp_path_factory.mktemp("long"), llm_model="gpt-4o-mini", context_token_budget=900) as (
+            rt, server, doc_id):
+        request = JobRequest(text="Summarize this contract.", document_id=doc_id, tenant="t",
+                             intent_hint="summarize", params={"use_cache": False})
+        record = rt.client.result(rt.client.submit(request), timeout=60)
+        stored = rt.components.vector_store.document_chunks("t", doc_id)
     assert record.prompt_version == "summarize/v2+combine/v1"
     assert record.llm_calls == len(server.chat_models()) >= 4  # three parts or more, then the combination
     assert record.coverage == 1.0 and set(record.chunks_used) == {hit.chunk_id for hit in stored}

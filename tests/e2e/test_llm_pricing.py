@@ -15,12 +15,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.retrieval.ingest import ingest_paths
-from pipeline.settings import LLMPrice, load_settings
+from pipeline.settings import LLMPrice
 from schemas import JobRequest
-from scripts.fake_openai_server import FakeOpenAIServer
-from workers.cli import sample_contracts
-from workers.embedded import EmbeddedRuntime
+from tests.llm_fixtures import llm_runtime
 
 pytestmark = pytest.mark.e2e
 
@@ -30,20 +27,15 @@ PRICED_BY_SETTING = "acme-priced-e2e"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    with FakeOpenAIServer() as server:
-        settings = load_settings(
-            data_dir=tmp_path_factory.mktemp("pricing"),
-            llm_base_url=server.url,
-            llm_model=UNPRICED,
-            llm_prices={PRICED_BY_SETTING: LLMPrice(input_per_1m=1.0, output_per_1m=2.0)},
-            llm_backoff_base_s=0.01,
-            llm_backoff_max_s=0.02,
-            stage_max_retries=1,
-        )
-        with EmbeddedRuntime(settings) as rt:
-            doc = sample_contracts()[0]
-            ingest_paths([doc], tenant="t", store=rt.components.vector_store, embedder=rt.components.embedder)
-            yield {"rt": rt, "doc": doc.stem, "records": settings.records_path}
+    with llm_runtime(
+        tmp_path_factory.mktemp("pricing"),
+        llm_model=UNPRICED,
+        llm_prices={PRICED_BY_SETTING: LLMPrice(input_per_1m=1.0, output_per_1m=2.0)},
+        llm_backoff_base_s=0.01,
+        llm_backoff_max_s=0.02,
+        stage_max_retries=1,
+    ) as (rt, _server, doc_id):
+        yield {"rt": rt, "doc": doc_id, "records": rt.components.settings.records_path}
 
 
 def _run(env: dict[str, Any], text: str, **params: Any) -> Any:
