@@ -374,6 +374,83 @@ def _verbatim_support(words: list[str], cuts: set[int], chunks: Sequence[_ChunkW
     return min(longest[2])
 
 
+#: "Effective date: 2025-02-01", "Parties: A and B": a short label the generator writes before a fact.
+_LABEL = re.compile(r"^\s*([A-Za-z][A-Za-z’' -]{0,40}?)\s*:\s+(?=\S)", re.S)
+_LIST_SPLIT = re.compile(r"\s*;\s*|\s+and\s+|\s*\|\s*")
+_OPENERS = "([{\"'“‘"
+
+
+def _names(canonical: str, *, first_is_name: bool = False) -> set[str]:
+    """Stemmed capitalised words that do not start the sentence, a clause or a quotation: the names
+    ("Colorado", "Brightwater", "Kessler") a sentence asserts, which its chunk must contain too."""
+    names: set[str] = set()
+    starts = not first_is_name
+    for m in _RUN_PIECE.finditer(canonical):
+        if not m.group("word"):
+            starts = starts or m.group(0) not in ":;"  # "Governing law: Sweden" names Sweden
+            continue
+        word = m.group("word")
+        before = canonical[: m.start()].rstrip()
+        opened = bool(before) and before[-1] in _OPENERS
+        lowered = word.lower().replace("’", "'")
+        if word[0].isupper() and not starts and not opened and lowered not in _STOPWORDS and len(word) > 1:
+            names.add(stem(lowered))
+        starts = False
+    return names
+
+
+@dataclass(frozen=True)
+class _Chunks:
+    ids: list[Hashable]
+    words: list[_ChunkWords]
+    terms: list[set[str]]
+
+
+def _judge(
+    sentence: str, chunks: _Chunks, threshold: float, strict_numbers: bool, *, item: bool = False
+) -> tuple[int | None, bool]:
+    """(index of the supporting chunk or None, copied?) for one sentence, or one ``item`` of a labelled
+    list (whose first word may be a name: "Sweden"); (-1, False) if it says nothing."""
+    canonical = canonical_text(_CITATION.sub(" ", sentence))
+    words, cuts = _words_and_cuts(canonical)
+    terms = _terms_of_canonical(" ".join(words))
+    if not terms:
+        return -1, False
+    copied = _verbatim_support(words, cuts, chunks.words)
+    if copied is not None:
+        return copied, True
+    required = {term for term in terms if _is_number(term)} if strict_numbers else set()
+    required |= _names(canonical, first_is_name=item) & terms
+    # the names and numbers must all be there; the threshold is a share of the other words
+    rest = terms - required
+    best_index, best_ratio = -1, 0.0
+    for chunk_index, have in enumerate(chunks.terms):
+        if not required <= have:
+            continue
+        ratio = len(rest & have) / len(rest) if rest else 1.0
+        if ratio > best_ratio:
+            best_index, best_ratio = chunk_index, ratio
+    if best_ratio >= threshold and best_ratio > 0:
+        return best_index, False
+    return None, False
+
+
+def _judge_labelled(sentence: str, chunks: _Chunks, threshold: float, strict_numbers: bool) -> int | None:
+    """A "Label: A and B" sentence: every item of the list supported on its own, the label not needed
+    (the generator wrote it). The items may come from different chunks; the first one's is returned."""
+    m = _LABEL.match(sentence)
+    if m is None or len(m.group(1).split()) > 4:
+        return None
+    items = [item for item in _LIST_SPLIT.split(sentence[m.end() :].strip().rstrip(".")) if item.strip()]
+    found = []
+    for item in items:
+        index, _ = _judge(item, chunks, threshold, strict_numbers, item=True)
+        if index is None:
+            return None
+        found.append(index)
+    return next((i for i in found if i >= 0), None)
+
+
 def grounding(
     summary_sentences: Sequence[str],
     chunks: Iterable[tuple[Hashable, str]],
@@ -384,53 +461,37 @@ def grounding(
     """Score how many sentences are supported by the retrieved chunks.
 
     A sentence copied from the chunks (see the module doc) is supported whatever the
-    threshold. Otherwise ``threshold`` of its content words must be in one chunk, and
-    with ``strict_numbers`` every number and date too: "60 days" is not grounded by a
-    chunk that says "30 days", however many words agree. Citation markers ("[c3]") are
+    threshold. Otherwise one chunk must hold every name the sentence asserts (a capitalised
+    word inside it) and, with ``strict_numbers``, every number and date, plus ``threshold``
+    of its other content words: "60 days" is not grounded by a chunk that says "30 days",
+    nor "the laws of Sweden" by one that says "the laws of Colorado", however many words
+    agree. A sentence "Label: A and B" the generator writes from its fields is also
+    supported when each of A and B is, without the label. Citation markers ("[c3]") are
     ignored. A sentence with no content words (e.g. "Yes.") asserts nothing and counts as
     supported; no sentences at all scores 1.0.
     """
-    ids: list[Hashable] = []
-    chunk_words: list[_ChunkWords] = []
-    chunk_terms: list[set[str]] = []
+    prepared = _Chunks([], [], [])
     for chunk_id, text in chunks:
         canonical = canonical_text(text, alternatives=True)
-        ids.append(chunk_id)
-        chunk_words.append(_ChunkWords.of(canonical))
-        chunk_terms.append(_terms_of_canonical(canonical) | _duration_equivalents(canonical))
+        prepared.ids.append(chunk_id)
+        prepared.words.append(_ChunkWords.of(canonical))
+        prepared.terms.append(_terms_of_canonical(canonical) | _duration_equivalents(canonical))
     unsupported: list[int] = []
     support: dict[int, Hashable] = {}
     verbatim: list[int] = []
-    supported = 0
     for index, sentence in enumerate(summary_sentences):
-        canonical = canonical_text(_CITATION.sub(" ", sentence))
-        words, cuts = _words_and_cuts(canonical)
-        terms = _terms_of_canonical(" ".join(words))
-        if not terms:
-            supported += 1
-            continue
-        copied = _verbatim_support(words, cuts, chunk_words)
-        if copied is not None:
-            supported += 1
-            support[index] = ids[copied]
-            verbatim.append(index)
-            continue
-        numbers = {term for term in terms if _is_number(term)} if strict_numbers else set()
-        best_index, best_ratio = -1, 0.0
-        for chunk_index, have in enumerate(chunk_terms):
-            if not numbers <= have:
-                continue
-            ratio = len(terms & have) / len(terms)
-            if ratio > best_ratio:
-                best_index, best_ratio = chunk_index, ratio
-        if best_ratio >= threshold and best_ratio > 0:
-            supported += 1
-            support[index] = ids[best_index]
-        else:
+        found, copied = _judge(sentence, prepared, threshold, strict_numbers)
+        if found is None:
+            found = _judge_labelled(sentence, prepared, threshold, strict_numbers)
+        if found is None:
             unsupported.append(index)
+        elif found >= 0:
+            support[index] = prepared.ids[found]
+            if copied:
+                verbatim.append(index)
     total = len(summary_sentences)
     return GroundingReport(
-        score=round(supported / total, 4) if total else 1.0,
+        score=round((total - len(unsupported)) / total, 4) if total else 1.0,
         unsupported=unsupported,
         support=support,
         verbatim=verbatim,

@@ -90,7 +90,7 @@ def grounding_claims(output: Output) -> tuple[str, list[str], dict[str, list[str
     (``key_terms``, ``risks``) by field. Field values (parties, dates, amounts) are not claims."""
     prose_field = "summary" if "summary" in output else "answer"
     sentences = split_sentences(output.get(prose_field, "")) or [output.get(prose_field, "")]
-    items = {f: list(output.get(f, [])) for f in ("key_terms", "risks") if f in output}
+    items: dict[str, list[str]] = {f: list(output.get(f, [])) for f in ("key_terms", "risks") if f in output}
     return prose_field, sentences, items
 
 
