@@ -85,14 +85,21 @@ def check_citations(msg: GenerationResult, output: Output) -> tuple[CheckResult,
     return CheckResult(name="citations", verdict="repaired", reasons=reasons, score=score), repaired
 
 
+def grounding_claims(output: Output) -> tuple[str, list[str], dict[str, list[str]]]:
+    """What the grounding check judges: the prose field's name, its sentences, and the list items
+    (``key_terms``, ``risks``) by field. Field values (parties, dates, amounts) are not claims."""
+    prose_field = "summary" if "summary" in output else "answer"
+    sentences = split_sentences(output.get(prose_field, "")) or [output.get(prose_field, "")]
+    items: dict[str, list[str]] = {f: list(output.get(f, [])) for f in ("key_terms", "risks") if f in output}
+    return prose_field, sentences, items
+
+
 def make_grounding_check(policy: GuardPolicy) -> Validator:
     """Claims must be supported by a retrieved chunk; unsupported ones are removed, flagged or block."""
 
     def check_grounding(msg: GenerationResult, output: Output) -> tuple[CheckResult, Output]:
         chunks = [(c.chunk_id, c.text) for c in msg.chunks]
-        prose_field = "summary" if "summary" in output else "answer"
-        sentences = split_sentences(output.get(prose_field, "")) or [output.get(prose_field, "")]
-        items = {f: list(output.get(f, [])) for f in ("key_terms", "risks") if f in output}
+        prose_field, sentences, items = grounding_claims(output)
         claims = sentences + [i for f in items.values() for i in f]
         report = grounding(claims, chunks, policy.grounding_threshold)
         unsupported = set(report.unsupported)
