@@ -155,23 +155,37 @@ def first_sentence(text: str, limit: int = 200) -> str:
     return " ".join(sentence.split())[:limit]
 
 
+def _chunk_bodies(text: str) -> list[str]:
+    """The text of each ``[chunk:ID]`` block of a prompt, without its "(doc / section)" line and the
+    chunk's own header line, and without what follows the last chunk (the request and the task)."""
+    blocks = _CHUNK_ID.split(text)[2::2]  # split keeps the ids: [before, id, block, id, block, ...]
+    bodies = []
+    for block in blocks:
+        lines = block.split("\n\n", 1)[0].strip().splitlines()[2:]
+        bodies.append("\n".join(lines))
+    return bodies
+
+
 def summary_object(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A deterministic JSON answer built from the prompt, shaped like a contract summary."""
+    """A deterministic JSON answer built from the prompt, shaped like a contract summary: what it says is
+    quoted from the chunks it was given (a crude model, but one that does not invent)."""
     texts = [str(m.get("content") or "") for m in messages]
     everything = "\n".join(texts)
     users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"] or texts
     chunk_ids = list(dict.fromkeys(_CHUNK_ID.findall(everything)))
-    first_chunk = everything.split(f"[chunk:{chunk_ids[0]}]", 1)[1] if chunk_ids else users[-1]
-    parties_match = _PARTIES.search(everything)
-    date_match = _DATE.search(everything)
-    term_match = _TERM.search(everything)
-    sentences = [" ".join(s.split()) for s in _SENTENCE.findall(_CHUNK_ID.sub("", everything))]
+    prompt = next((u for u in users if _CHUNK_ID.search(u)), users[0])  # not the repair re-ask
+    bodies = _chunk_bodies(prompt)
+    quoted = "\n".join(bodies).strip() or prompt  # no chunk text (a combination of parts): the whole prompt
+    parties_match = _PARTIES.search(quoted)
+    date_match = _DATE.search(quoted)
+    term_match = _TERM.search(quoted)
+    sentences = [" ".join(s.split()) for s in _SENTENCE.findall(quoted)]
     return {
         "parties": [p.strip() for p in parties_match.groups()] if parties_match else [],
         "effective_date": date_match.group(0) if date_match else None,
         "term": term_match.group(1).strip() if term_match else None,
-        "summary": first_sentence(first_chunk),
-        "key_terms": list(dict.fromkeys(_DEFINED.findall(everything)))[:5],
+        "summary": first_sentence(next((b for b in bodies if b.strip()), quoted)),
+        "key_terms": list(dict.fromkeys(_DEFINED.findall(quoted)))[:5],
         "risks": [s[:200] for s in sentences if _RISKY.search(s)][:3],
         "citations": chunk_ids[:5],
     }
