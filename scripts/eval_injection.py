@@ -99,6 +99,16 @@ def blocks_of(directory: Path) -> list[tuple[str, str]]:
     return out
 
 
+def ingest_chunks_of(directory: Path) -> list[str]:
+    """Every chunk of every contract as ingest cuts it: the unit the retrieve stage screens."""
+    from pipeline.retrieval.chunking import chunk_document
+
+    out: list[str] = []
+    for path in sorted(directory.glob("*.md")):
+        out.extend(chunk.text for chunk in chunk_document(path.stem, path.read_text(encoding="utf-8")))
+    return out
+
+
 def verdicts(texts: list[str], feats: list[np.ndarray], model: InjectionModel | None) -> list[bool]:
     out = []
     for text, f in zip(texts, feats, strict=True):
@@ -143,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     dev = fit.load_rows(args.dev)
     own = fit.own_rows()
     clauses = blocks_of(REPO / "pipeline" / "data" / "contracts")
+    chunk_sets = {
+        "samples": ingest_chunks_of(REPO / "pipeline" / "data" / "contracts"),
+        "golden": ingest_chunks_of(REPO / "evals" / "summary" / "contracts"),
+        "corpus": ingest_chunks_of(args.corpus) if args.corpus.is_dir() else [],
+    }
     corpus = blocks_of(args.corpus) if args.corpus.is_dir() else []
     embedder = fit.CachedEmbedder(OnnxMiniLMEmbedder(threads=2), None if args.no_cache else args.cache)
     started = time.perf_counter()
@@ -214,6 +229,32 @@ def main(argv: list[str] | None = None) -> int:
             loso_corpus_fp.append(sum(verdicts([t for _, t in corpus], f_corpus, model)))
         report["rules+model"]["leave_one_source_out"] = recall_table(dev, loso_flags)
         report["rules+model"]["leave_one_source_out"]["corpus_fp_per_fold_max"] = max(loso_corpus_fp, default=0)
+    # contract chunks as ingest cuts them (the unit the retrieve stage screens), shipped model
+    chunk_started = time.perf_counter()
+    chunk_texts = [t for texts_ in chunk_sets.values() for t in texts_]
+    chunk_feats = embed_for_fit(embedder, chunk_texts)
+    chunk_s = time.perf_counter() - chunk_started
+    report["rules+model"]["fp_contract_chunks"] = {}
+    offset = 0
+    for name, texts_ in chunk_sets.items():
+        flagged_ = verdicts(texts_, chunk_feats[offset : offset + len(texts_)], shipped)
+        offset += len(texts_)
+        report["rules+model"]["fp_contract_chunks"][name] = wilson(sum(flagged_), len(texts_))
+    chunk_units = sum(len(f) for f in chunk_feats)
+    report["chunk_cost"] = {
+        "chunks": len(chunk_texts),
+        "units_per_chunk": round(chunk_units / max(1, len(chunk_texts)), 2),
+        "seconds": round(chunk_s, 2),
+    }
+    # what one chunk costs the retrieve stage: a fresh detector (no memo, no cache) on 40 golden chunks
+    sample = chunk_sets["golden"][:40]
+    if sample:
+        from pipeline.guard.injection import LearnedDetector
+
+        detector = LearnedDetector(embedder.embedder, shipped)
+        timed = time.perf_counter()
+        detector.score_many(sample)
+        report["chunk_cost"]["ms_per_chunk_uncached"] = round(1000 * (time.perf_counter() - timed) / len(sample), 1)
     report["embedding"] = {
         "texts": len(texts),
         "units": units,
@@ -279,6 +320,13 @@ def print_table(report: dict[str, Any]) -> None:
         f"model threshold p >= {report['model_threshold']} (one-sentence texts: {report['model_threshold_single']});"
         " the held-out half will likely score lower than CV."
     )
+    chunks = report["rules+model"].get("fp_contract_chunks", {})
+    print(
+        "FP, contract chunks as ingest cuts them (shipped model): "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in chunks.items())
+    )
+    c = report.get("chunk_cost", {})
+    print(f"per chunk: {c.get('units_per_chunk')} units, {c.get('ms_per_chunk_uncached')} ms per chunk (uncached)")
     e = report["embedding"]
     print(f"embedding: {e['units']} units in {e['seconds']} s (cached: {e.get('cached', False)})")
 

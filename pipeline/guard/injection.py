@@ -1223,6 +1223,8 @@ def default_data_paths() -> list[Path]:
             "injection_benign.v1.jsonl",
             "injection_attacks.v2.jsonl",
             "injection_benign.v2.jsonl",
+            "injection_attacks.v3.jsonl",
+            "injection_benign.v3.jsonl",
         )
     )
 
