@@ -49,13 +49,14 @@ from pipeline.retrieval.embeddings import OnnxMiniLMEmbedder  # noqa: E402
 
 DEFAULT_DEV = REPO.parent / "shared" / "eval" / "injections-public" / "dev.jsonl"
 CONTRACTS = REPO / "pipeline" / "data" / "contracts"
-#: probability at or above which the model flags a unit (logit 1.8): the lowest threshold (logit
+#: probability at or above which the model flags a unit (logit 2.0): the lowest threshold (logit
 #: steps of 0.2) at which no chunk of the sample contracts (pipeline/data/contracts, chunked as ingest
 #: chunks them: the unit retrieve screens) is flagged and `conveyor eval` holds on the golden set
-#: (1 of its 275 chunks flagged). Logit 1.0, chosen on the dev half's legal clauses alone, flagged
+#: (0 of its 275 chunks flagged; with the v3 data, logit 1.8 quarantined a golden non-solicitation
+#: clause a golden question needs). Logit 1.0, chosen on the dev half's legal clauses alone, flagged
 #: 1-2 % of those chunks (a cover-sheet table, a non-solicitation clause). The shared corpus is
 #: measured, not tuned on. See the README.
-DEFAULT_MODEL_THRESHOLD = 0.8581
+DEFAULT_MODEL_THRESHOLD = 0.8808
 #: for a short text (one line under 40 words; logit 3.1, was 3.0): in the 5-fold run no one-sentence
 #: benign row of the dev half (requests, instructions typed on their own) was flagged out of fold
 #: at this level (logit 2.0 flagged 3 %), and the project's own tricky negatives
