@@ -19,7 +19,8 @@ extractive summary, and hand the guard's claims (summary sentences, ``key_terms`
   generator, not from a list. Goal: at least 0.9 removed.
 
 The same claims go through the grounding code of a git revision (``--before``, default
-``main``) and through the working tree's, side by side.
+``dba0813``, the last commit before the grounding fix of issue #11 item 4) and through the working
+tree's, side by side.
 
     python scripts/eval_grounding.py [--corpus DIR ...] [--json-out grounding.json]
 """
@@ -27,7 +28,6 @@ The same claims go through the grounding code of a git revision (``--before``, d
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import random
 import re
@@ -43,11 +43,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline.generation.extractive import ExtractiveGenerator  # noqa: E402
-from pipeline.generation.llm.tokens import count_tokens  # noqa: E402
 from pipeline.guard import grounding as current_grounding  # noqa: E402
 from pipeline.guard.validators import grounding_claims  # noqa: E402
 from pipeline.retrieval.chunking import chunk_document  # noqa: E402
-from pipeline.retrieval.context import coverage_selection  # noqa: E402
 from pipeline.retrieval.ingest import read_document  # noqa: E402
 from pipeline.retrieval.vectorstore import Hit  # noqa: E402
 from pipeline.settings import GuardPolicy, Settings  # noqa: E402
@@ -135,7 +133,6 @@ def field_sentences(out: dict[str, Any]) -> list[str]:
 
 
 def summarize_docs(paths: Sequence[tuple[str, Path]], settings: Settings) -> list[Doc]:
-    count = functools.partial(count_tokens, model=settings.llm_model)
     generator = ExtractiveGenerator(embedder=None)  # type: ignore[arg-type]  # summaries embed nothing
     docs = []
     for group, path in paths:
@@ -143,13 +140,13 @@ def summarize_docs(paths: Sequence[tuple[str, Path]], settings: Settings) -> lis
         chunks = chunk_document(doc_id, text, max_tokens=settings.chunk_max_tokens,
                                 overlap_tokens=settings.chunk_overlap_tokens)  # fmt: skip
         hits = [Hit(c.chunk_id, doc_id, "eval", c.section, c.text, 0.0, c.position) for c in chunks]
-        picked = coverage_selection(hits, settings.context_token_budget, count)
+        picked = hits  # a summary reads its whole document (the retrieve stage's whole-document strategy)
 
         def context(selection: Sequence[Hit]) -> list[ContextChunk]:
             return [ContextChunk(chunk_id=h.chunk_id, doc_id=h.doc_id, section=h.section, text=h.text, score=0.0)
                     for h in selection]  # fmt: skip
 
-        out = generator.summarize(context(picked), document=context(hits)).model_dump()
+        out = generator.summarize(context(picked)).model_dump()
         _, sentences, items = grounding_claims(out)
         docs.append(Doc(
             name=path.name, group=group, text=text,
@@ -288,7 +285,8 @@ def print_table(result: dict[str, Any], versions: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, action="append", default=[], help="another directory of contracts")
-    parser.add_argument("--before", default="main", help="git revision whose grounding.py is 'before' ('' to skip)")
+    parser.add_argument("--before", default="dba0813",
+                        help="git revision whose grounding.py is 'before' (default: before the fix; '' to skip)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json-out", type=Path)
     parser.add_argument(

@@ -107,6 +107,8 @@ _PERCENT = re.compile(r"\s*(?:%|\bper\s+cent\b)", re.IGNORECASE)
 #: "24 months", "2 years", "6 weeks" once numbers are canonical (for the chunk-side equivalents).
 _DURATION = re.compile(r"\b(\d+)[\s-]+(?:\(\s*\d+\s*\)\s*)?(?:calendar\s+)?(years?|months?|weeks?)\b", re.IGNORECASE)
 _ELLIPSIS = re.compile(r"\.{3,}|…")
+#: how a finished sentence ends; a sentence that does not may have been cut short mid-word.
+_OPEN_END = re.compile(r"[.!?;:)\]\"'”’…]\s*$")
 
 
 def _month(name: str) -> int:
@@ -309,7 +311,9 @@ class _ChunkWords:
         return cls(_padded(words), word_at, frozenset(cuts))
 
 
-def _verbatim_support(words: list[str], cuts: set[int], chunks: Sequence[_ChunkWords]) -> int | None:
+def _verbatim_support(
+    words: list[str], cuts: set[int], chunks: Sequence[_ChunkWords], *, cut_short: bool = False
+) -> int | None:
     """Index of the chunk a copied sentence comes from, or None when it is not copied text.
 
     The sentence must be one run of a chunk's words, or runs of chunk words laid end to
@@ -321,8 +325,11 @@ def _verbatim_support(words: list[str], cuts: set[int], chunks: Sequence[_ChunkW
     if not words or not chunks:
         return None
     whole = _padded(words)
+    # a quote cut at a length limit without an ellipsis ("... for Availabilit") ends in part of a word:
+    # the last word may be the start of the chunk's word, unless it is a number ("USD 10" of "USD 1000")
+    partial = whole[:-1] if cut_short and len(words) >= MIN_RUN_WORDS and words[-1].isalpha() else None
     for index, chunk in enumerate(chunks):
-        if whole in chunk.text:
+        if whole in chunk.text or (partial is not None and partial in chunk.text):
             return index
     joined = "\x00".join(chunk.text for chunk in chunks)
     n = len(words)
@@ -416,7 +423,7 @@ def _judge(
     terms = _terms_of_canonical(" ".join(words))
     if not terms:
         return -1, False
-    copied = _verbatim_support(words, cuts, chunks.words)
+    copied = _verbatim_support(words, cuts, chunks.words, cut_short=_OPEN_END.search(sentence) is None)
     if copied is not None:
         return copied, True
     required = {term for term in terms if _is_number(term)} if strict_numbers else set()

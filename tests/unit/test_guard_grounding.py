@@ -223,3 +223,17 @@ def test_canonical_text_forms() -> None:
     assert canonical_text("USD 10,000,000").split() == ["usd", "10000000"]
     assert canonical_text("clause 3.2.1 and 14.20").split() == ["clause", "3p2p1", "and", "14p2"]
     assert set(canonical_text("01/02/2025", alternatives=True).split()) == {"d20250201", "d20250102"}
+
+
+def test_a_quote_cut_mid_word_at_a_length_limit_is_still_copied_text() -> None:
+    """A model (or the fake server) cuts a quote at N characters without an ellipsis: the last word is
+    the start of the chunk's word, capitalised or not; a cut number is not taken as a prefix."""
+    chunk = ("7.2 Where the Tenant fails to remedy the breach, the Landlord may recover Arrears together with "
+             "interest at four percent above the base rate of Barclays Bank plc.")
+    cut = "Where the Tenant fails to remedy the breach, the Landlord may recover Arrears together with inter"
+    assert grounding([cut], [("c7", chunk)]).verbatim == [0]
+    capitalised = "the Landlord may recover Arrears together with interest at four percent above the base rate of Barc"
+    assert grounding([capitalised], [("c7", chunk)]).unsupported == []
+    assert grounding([cut + "."], [("c7", chunk)]).verbatim == [], "a finished sentence is not cut short"
+    wrong = [("c8", "The deposit of USD 1000 is held by the Landlord in a separate account for the Tenant.")]
+    assert grounding(["The deposit of USD 100"], wrong).verbatim == []
