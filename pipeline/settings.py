@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     context_token_budget: int = Field(
         default=6000, ge=100, description="tokens of context per prompt; a summary of a longer document is "
         "written part by part (one call per part, then one to combine them)")
+    screen_at_ingest: bool = Field(
+        default=True, description="score new chunks for prompt injection at ingest and store the verdict (else "
+        "retrieve scores each chunk the first time a process retrieves it); costs about 4x the embedding at ingest")
     summary_max_chunks: int = Field(
         default=300, ge=1, description="chunks of one document a summary reads at most (beyond: round-robin over "
         "sections; the record's coverage says how much was read); bounds the size of stage messages")

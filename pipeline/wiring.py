@@ -102,7 +102,7 @@ class Components:
 
         s = self.settings
         return IngestStage(self.state, self.vector_store, self.embedder, max_tokens=s.chunk_max_tokens,
-                           overlap=s.chunk_overlap_tokens, screen=screen)
+                           overlap=s.chunk_overlap_tokens, screen=screen if s.screen_at_ingest else None)
 
     def _intent_stage(self) -> Stage:
         from pipeline.intent.stage import IntentStage

@@ -280,7 +280,8 @@ def ingest(paths: tuple[Path, ...], tenant: str) -> None:
         try:
             report = ingest_paths(list(paths), tenant=tenant, store=components.vector_store,
                                   embedder=components.embedder, max_tokens=settings.chunk_max_tokens,
-                                  overlap=settings.chunk_overlap_tokens, screen=screen)
+                                  overlap=settings.chunk_overlap_tokens,
+                                  screen=screen if settings.screen_at_ingest else None)
         except ConveyorError as exc:
             raise click.ClickException(str(exc)) from exc
     _echo_json({**dataclasses.asdict(report), "chunks_per_second": round(report.chunks_per_second, 1)})

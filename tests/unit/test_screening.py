@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pipeline.guard import screening
 from pipeline.retrieval.embeddings import OnnxMiniLMEmbedder
 from pipeline.retrieval.ingest import ingest_text
@@ -43,3 +45,27 @@ def test_ingest_stores_each_new_chunks_verdict_and_a_re_ingest_keeps_it(tmp_path
     assert calls == [2, 1]
     after = [h.screen and h.screen["flagged"] for h in store.document_chunks("t", "supply")]
     assert after == [False, True, False]
+
+
+def test_conveyor_ingest_screens_unless_told_to_leave_it_to_retrieve(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.settings import load_settings
+    from pipeline.wiring import Components
+    from workers.cli import main
+
+    doc = tmp_path / "supply.md"
+    doc.write_text(f"# Supply\n\n## 1. Delivery\n\n{CLAUSE}\n\n## 2. Notes\n\n{ATTACK}\n", encoding="utf-8")
+    verdicts = {}
+    for flag in ("true", "false"):
+        data = tmp_path / f"data-{flag}"
+        monkeypatch.setenv("CONVEYOR_DATA_DIR", str(data))
+        monkeypatch.setenv("CONVEYOR_SCREEN_AT_INGEST", flag)
+        result = CliRunner().invoke(main, ["ingest", str(doc), "--tenant", "t"])
+        assert result.exit_code == 0, result.output
+        components = Components(load_settings())
+        hits = components.vector_store.document_chunks("t", "supply")
+        verdicts[flag] = [h.screen and h.screen["flagged"] for h in hits]
+        components.close()
+    assert verdicts == {"true": [False, True], "false": [None, None]}
