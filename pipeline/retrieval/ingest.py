@@ -26,6 +26,8 @@ from pipeline.text import strip_markup
 
 TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".html", ".htm"})
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | {".pdf"}
+#: texts -> the injection verdict stored with each chunk (``pipeline.guard.screening.screen``)
+Screen = Callable[[Sequence[str]], list[dict[str, Any]]]
 DEFAULT_MAX_TOKENS = 220
 DEFAULT_OVERLAP = 40
 
@@ -151,7 +153,7 @@ def ingest_text(
     embedder: Embedder,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     overlap: int = DEFAULT_OVERLAP,
-    screen: Callable[[Sequence[str]], list[dict[str, Any]]] | None = None,
+    screen: Screen | None = None,
 ) -> UpsertReport:
     """Chunk, embed and store one document's plain text; replaces its previous version.
 
@@ -191,7 +193,7 @@ def ingest_paths(
     embedder: Embedder,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     overlap: int = DEFAULT_OVERLAP,
-    screen: Callable[[Sequence[str]], list[dict[str, Any]]] | None = None,
+    screen: Screen | None = None,
 ) -> IngestReport:
     """Ingest files and directories (recursively) for one tenant."""
     started = time.perf_counter()

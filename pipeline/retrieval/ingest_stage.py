@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from pipeline.errors import InvalidInput, ProviderUnavailable
 from pipeline.retrieval.embeddings import Embedder
-from pipeline.retrieval.ingest import ingest_text, parse_document
+from pipeline.retrieval.ingest import Screen, ingest_text, parse_document
 from pipeline.retrieval.vectorstore import VectorStore
 from schemas import JobRequest
 from schemas.job import IngestRequest
 
 log = logging.getLogger("conveyor.ingest")
-
-#: texts -> the injection verdict stored with each chunk (``pipeline.guard.screening.screen``)
-Screen = Callable[[Sequence[str]], list[dict[str, Any]]]
 
 
 class BlobStore(Protocol):
