@@ -4,10 +4,12 @@ Builds the versioned prompt, calls the provider (which owns per-call retries, th
 rate limit, the response cache and fallbacks), parses the JSON into the intent's schema
 and, if it does not validate, re-asks once with the validation errors. Tokens, calls and
 cost add up across the first answer and the repair; the cost is None (``cost_usd: null``) when a
-model billed has no known price, and such models are named in ``unpriced_models``.
+model billed has no known price, and such models are named in ``unpriced_models``. A summary of
+a document longer than one prompt is asked part by part, then combined (``_map_reduce``).
 
-Upper bound on upstream HTTP calls for one job:
-  llm_max_attempts x (1 + len(llm_fallback_models)) x 2 (one repair) x (stage_max_retries + 1)
+Upper bound on upstream HTTP calls for one job (P = parts of a long summary + 1, else 1):
+  llm_max_attempts x (1 + len(llm_fallback_models)) x 2 (one repair) x P x (stage_max_retries + 1)
+(a re-run attempt finds earlier parts in the response cache when it is on)
 """
 
 from __future__ import annotations
