@@ -271,11 +271,14 @@ def _epoch(stamp: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # local time, as logging wrote it
 
 
-def ingest_from_log(text: str) -> dict[str, Any]:
-    """Chunks embedded and the ingest window, from the front worker's log."""
+def ingest_from_log(text: str, until: float | None = None) -> dict[str, Any]:
+    """Chunks embedded and the ingest window, from the front worker's log (lines up to ``until``, epoch
+    seconds: the first batch's, not the second pass's ingest hops, which embed nothing)."""
     embedded = chunks = documents = 0
     starts, ends, busy_ms = [], [], 0.0
     for stamp, message in _LINE.findall(text):
+        if until is not None and _epoch(stamp) > until:
+            continue
         if found := _INGESTED.match(message):
             documents += 1
             chunks += int(found.group(1))
@@ -392,7 +395,8 @@ def run_one(mode: str, n: int, seed: int, timeout: float, root: Path, again: boo
         after = redis_used_memory(server.url(0))
         rss = {name: worker_rss(w) for name, w in cluster.workers.items()}
         exits = {name: code for name, code in cluster.exits().items() if code is not None}
-        ingest = ingest_from_log(cluster.workers["front"].log_path.read_text())
+        ingest = ingest_from_log(cluster.workers["front"].log_path.read_text(),
+                                 until=batch["submitted_epoch"] + batch["seconds"])
         bare = bare_chain(cluster, n, timeout)
         chat_calls = sum(r["path"] == "/v1/chat/completions" for r in cluster.llm.requests_log)
     if ingest["first_start"] is not None:
