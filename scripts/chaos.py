@@ -23,6 +23,7 @@ The integration tests (``tests/integration/test_chaos.py``) run the same scenari
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import hashlib
 import json
@@ -244,8 +245,18 @@ class Cluster:
                                                        data_dir=self.data_dir)))
 
     def ingest(self, paths: list[Path]) -> None:
-        subprocess.run([sys.executable, "-m", "workers.cli", "ingest", *map(str, paths), "--tenant", TENANT],
-                       env=self.env(), cwd=REPO, check=True, capture_output=True, timeout=300)
+        """``conveyor ingest`` into this cluster's local Qdrant path; the same files again (every
+        scenario ingests the samples) are copied from the first ingest of this process."""
+        key = tuple(sorted(str(p) for p in paths))
+        template = _INGESTED.get(key)
+        if template is None:
+            template = Path(tempfile.mkdtemp(prefix="conveyor-chaos-qdrant-"))
+            env = {**self.env(), "CONVEYOR_DATA_DIR": str(template)}
+            subprocess.run([sys.executable, "-m", "workers.cli", "ingest", *map(str, paths), "--tenant", TENANT],
+                           env=env, cwd=REPO, check=True, capture_output=True, timeout=300)
+            _INGESTED[key] = template
+            atexit.register(shutil.rmtree, template, True)
+        shutil.copytree(template / "qdrant", self.data_dir / "qdrant")
 
     def start(self, spec: WorkerSpec) -> Worker:
         log_path = self.data_dir / f"worker-{spec.name}.log"
@@ -308,6 +319,10 @@ class Cluster:
             for match in _DONE.finditer(worker.log_path.read_text()):
                 runs[(match.group(1), match.group(2))] += 1
         return runs
+
+
+#: files -> a data dir where they were ingested once (a local Qdrant path is a folder: copied per scenario)
+_INGESTED: dict[tuple[str, ...], Path] = {}
 
 
 def submit_batch(client: Any, docs: list[str], jobs: int, batch_id: str) -> list[str]:
