@@ -46,30 +46,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
+from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, WORD_NUMBERS, month_number
+
 TermMonths = int | Literal["indefinite"]
 
-_MONTH_NAMES = (
-    "january", "february", "march", "april", "may", "june",
-    "july", "august", "september", "october", "november", "december",
-)
-_MONTHS = {name: i + 1 for i, name in enumerate(_MONTH_NAMES)}
-_MONTHS.update({name[:3]: i + 1 for i, name in enumerate(_MONTH_NAMES)})
-_MONTHS["sept"] = 9
-_MONTH_RE = r"(?:January|February|March|April|May|June|July|August|September|October|November|December|" \
-            r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)\.?"
-_ORD = r"(?:st|nd|rd|th)?"
-_DMY = rf"(?P<d1>\d{{1,2}}){_ORD}(?:\s+day)?(?:\s+of)?\s+(?P<m1>{_MONTH_RE}),?\s+(?P<y1>\d{{4}})"
-_MDY = rf"(?P<m2>{_MONTH_RE})\s+(?P<d2>\d{{1,2}}){_ORD},?\s+(?P<y2>\d{{4}})"
 _ISO = r"(?P<y3>\d{4})-(?P<m3>\d{2})-(?P<d3>\d{2})"
 _NUMERIC = r"(?P<a>\d{1,2})(?P<sep>[/.])(?P<b>\d{1,2})(?P=sep)(?P<y4>\d{4})"
-DATE_RE = re.compile(rf"\b(?:{_DMY}|{_MDY}|{_ISO}|{_NUMERIC})\b", re.IGNORECASE)
+DATE_RE = re.compile(rf"\b(?:{DAY_MONTH_YEAR}|{MONTH_DAY_YEAR}|{_ISO}|{_NUMERIC})\b", re.IGNORECASE)
 
-_WORD_NUMBERS = {
-    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40,
-    "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
-}
 _NUMBER_WORD = (
     r"(?:(?:one\s+hundred\s+(?:and\s+)?)?(?:(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)"
     r"(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?|one|two|three|four|five|six|seven|eight|nine|ten|"
@@ -167,16 +151,12 @@ def day_first(text: str) -> bool:
     return eu > us
 
 
-def _month(name: str) -> int:
-    return _MONTHS[name.lower().rstrip(".")[:4] if name.lower().startswith("sept") else name.lower().rstrip(".")[:3]]
-
-
 def _date_of(m: re.Match[str], dayfirst: bool) -> date | None:
     try:
         if m.group("d1"):
-            return date(int(m.group("y1")), _month(m.group("m1")), int(m.group("d1")))
+            return date(int(m.group("y1")), month_number(m.group("m1")), int(m.group("d1")))
         if m.group("m2"):
-            return date(int(m.group("y2")), _month(m.group("m2")), int(m.group("d2")))
+            return date(int(m.group("y2")), month_number(m.group("m2")), int(m.group("d2")))
         if m.group("y3"):
             return date(int(m.group("y3")), int(m.group("m3")), int(m.group("d3")))
         a, b, year = int(m.group("a")), int(m.group("b")), int(m.group("y4"))
@@ -202,13 +182,13 @@ def _word_number(word: str) -> int | None:
     parts = [p for p in re.split(r"[- ]+", word.lower()) if p != "and"]
     if len(parts) > 1 and parts[1] == "hundred":
         rest = _word_number(" ".join(parts[2:])) if parts[2:] else 0
-        head = _WORD_NUMBERS.get(parts[0])
+        head = WORD_NUMBERS.get(parts[0])
         return head * 100 + (rest or 0) if head and rest is not None else None
     total = 0
     for part in parts:
-        if part not in _WORD_NUMBERS:
+        if part not in WORD_NUMBERS:
             return None
-        total += _WORD_NUMBERS[part]
+        total += WORD_NUMBERS[part]
     return total or None
 
 

@@ -31,6 +31,8 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, WORD_NUMBERS, month_number
+
 #: share of a sentence's content words that must appear in one chunk.
 DEFAULT_THRESHOLD = 0.6
 #: a verbatim run shorter than this (in words) only counts inside a chunk that holds a long run.
@@ -61,21 +63,8 @@ _SUFFIXES: tuple[tuple[str, str], ...] = (
 _CITATION = re.compile(r"\[[^\[\]\s]{1,40}\]")
 
 # --- canonical numbers, dates and amounts ---------------------------------------------------------------
-_MONTH_NAMES = (
-    "january", "february", "march", "april", "may", "june",
-    "july", "august", "september", "october", "november", "december",
-)  # fmt: skip
-_MONTHS = {name: i + 1 for i, name in enumerate(_MONTH_NAMES)}
-_MONTHS.update({name[:3]: i + 1 for i, name in enumerate(_MONTH_NAMES)})
-_MONTHS["sept"] = 9
-_MONTH_RE = (
-    r"(?:January|February|March|April|May|June|July|August|September|October|November|December|"
-    r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)\.?"
-)
-_ORD = r"(?:st|nd|rd|th)?"
 _DATE = re.compile(
-    rf"\b(?:(?P<d1>\d{{1,2}}){_ORD}(?:\s+day)?(?:\s+of)?\s+(?P<m1>{_MONTH_RE}),?\s+(?P<y1>\d{{4}})"
-    rf"|(?P<m2>{_MONTH_RE})\s+(?P<d2>\d{{1,2}}){_ORD},?\s+(?P<y2>\d{{4}})"
+    rf"\b(?:{DAY_MONTH_YEAR}|{MONTH_DAY_YEAR}"
     r"|(?P<y3>\d{4})-(?P<m3>\d{1,2})-(?P<d3>\d{1,2})"
     r"|(?P<a>\d{1,2})(?P<sep>[/.])(?P<b>\d{1,2})(?P=sep)(?P<y4>\d{4}))\b",
     re.IGNORECASE,
@@ -88,12 +77,6 @@ _CURRENCY = re.compile(r"US\$|\$|€|£|\b(?:USD|EUR|GBP|dollars?|euros?|pounds|
 _SCALED = re.compile(r"(?<![\w.,])(\d+(?:\.\d+)?)\s*(million|billion|thousand|bn|m|k)\b", re.IGNORECASE)
 _SCALE = {"thousand": 1_000, "k": 1_000, "million": 1_000_000, "m": 1_000_000, "billion": 10**9, "bn": 10**9}
 _NUMBER = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)*)(?![\w])")
-_WORD_NUMBERS = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
-    "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
-    "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
-}  # fmt: skip
 _TENS = "twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety"
 _UNITS = "one|two|three|four|five|six|seven|eight|nine"
 #: a number written as words before "(30)" or a unit: "thirty (30) days", "twenty-four months".
@@ -111,11 +94,6 @@ _ELLIPSIS = re.compile(r"\.{3,}|…")
 _OPEN_END = re.compile(r"[.!?;:)\]\"'”’…]\s*$")
 
 
-def _month(name: str) -> int:
-    low = name.lower().rstrip(".")
-    return _MONTHS[low[:4] if low.startswith("sept") else low[:3]]
-
-
 def _date_token(day: date) -> str:
     return f"d{day.year:04d}{day.month:02d}{day.day:02d}"
 
@@ -124,9 +102,9 @@ def _dates(m: re.Match[str]) -> list[date]:
     """Every reading of a written date: one, or two for an ambiguous "01/02/2025"."""
     try:
         if m.group("d1"):
-            return [date(int(m.group("y1")), _month(m.group("m1")), int(m.group("d1")))]
+            return [date(int(m.group("y1")), month_number(m.group("m1")), int(m.group("d1")))]
         if m.group("m2"):
-            return [date(int(m.group("y2")), _month(m.group("m2")), int(m.group("d2")))]
+            return [date(int(m.group("y2")), month_number(m.group("m2")), int(m.group("d2")))]
         if m.group("y3"):
             return [date(int(m.group("y3")), int(m.group("m3")), int(m.group("d3")))]
     except (ValueError, KeyError):
@@ -158,7 +136,7 @@ def _scaled(m: re.Match[str]) -> str:
 
 def _word_number(m: re.Match[str]) -> str:
     parts = re.split(r"[- ]+", m.group(1).lower())
-    return str(sum(_WORD_NUMBERS.get(p, 0) for p in parts)) or m.group(0)
+    return str(sum(WORD_NUMBERS.get(p, 0) for p in parts)) or m.group(0)
 
 
 def canonical_text(text: str, *, alternatives: bool = False) -> str:
