@@ -49,22 +49,16 @@ from pipeline.retrieval.embeddings import OnnxMiniLMEmbedder  # noqa: E402
 
 DEFAULT_DEV = REPO.parent / "shared" / "eval" / "injections-public" / "dev.jsonl"
 CONTRACTS = REPO / "pipeline" / "data" / "contracts"
-#: probability at or above which the model flags a unit (logit 2.0): the lowest threshold (logit
-#: steps of 0.2) at which no chunk of the sample contracts (pipeline/data/contracts, chunked as ingest
-#: chunks them: the unit retrieve screens) is flagged and `conveyor eval` holds on the golden set
-#: (0 of its 275 chunks flagged; with the v3 data, logit 1.8 quarantined a golden non-solicitation
-#: clause a golden question needs). Logit 1.0, chosen on the dev half's legal clauses alone, flagged
-#: 1-2 % of those chunks (a cover-sheet table, a non-solicitation clause). The shared corpus is
-#: measured, not tuned on. See the README.
-DEFAULT_MODEL_THRESHOLD = 0.8808
-#: for a short text (one line under 40 words; logit 3.1, was 3.0): in the 5-fold run no one-sentence
-#: benign row of the dev half (requests, instructions typed on their own) was flagged out of fold
-#: at this level (logit 2.0 flagged 3 %), and the project's own tricky negatives
-#: (tests/unit/test_guard_injection.py) stay under 2 %. Logit 3.0 flagged an AI-output disclaimer
-#: of those negatives (p 0.9533) after the v3 data; 3.1 leaves the 5-fold recall unchanged. A
-#: sentence inside a document keeps the threshold above: what makes it suspicious there is the
-#: document around it.
-DEFAULT_MODEL_THRESHOLD_SINGLE = 0.9569
+#: probability at or above which the model flags a unit (logit 2.6, steps of 0.2). In the 5-fold run on
+#: the dev half: recall 0.74 with 10 % of its benign rows flagged (e-mails, role-play prompts typed to an
+#: assistant); logit 2.8 flags 7.4 % (what the embedding-only model of format 1 flagged at its logit 2.0)
+#: for recall 0.71; logit 2.4 flags 11 % for 0.75. No chunk of the sample contracts or of the golden set
+#: is flagged at this level (as ingest chunks them); the shared corpus is measured, not tuned on.
+DEFAULT_MODEL_THRESHOLD = 0.9309
+#: for a short text (one line under 40 words; logit 3.0): a request typed on its own looks most
+#: like a direct attack. A sentence inside a document keeps the threshold above: what makes it
+#: suspicious there is the document around it.
+DEFAULT_MODEL_THRESHOLD_SINGLE = 0.9526
 
 
 DEFAULT_CACHE = Path.home() / ".cache" / "conveyor" / "injection-embeddings.npz"

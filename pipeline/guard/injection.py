@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from pipeline.errors import InternalError
+from pipeline.guard.cues import CUE_NAMES, unit_cues
 
 if TYPE_CHECKING:
     from pipeline.retrieval.embeddings import Embedder
@@ -893,10 +894,13 @@ SIGNAL_NAMES: tuple[str, ...] = tuple(
 # is ``[u, u - d]``: its embedding ``u`` and how it departs from the embedding ``d`` of the
 # whole text, so "an instruction that does not belong to the e-mail around it" is a
 # direction the model can learn, and a request typed on its own (``u == d``) is not
-# suspicious merely for being an imperative. A text takes its most suspicious unit.
+# suspicious merely for being an imperative. Beside the embedding sit a few numbers the
+# embedding blurs: lexical cues of an instruction (a leading imperative, "you", "your
+# answer", AI words; :mod:`pipeline.guard.cues`), the rules' score of the unit alone, and
+# cos(u, d). A text takes its most suspicious unit.
 
 #: layout version of ``injection_model.npz``.
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2
 #: sentences per window, and the stride between windows.
 WINDOW_SENTENCES = 3
 WINDOW_STRIDE = 2
@@ -971,15 +975,27 @@ def model_units(text: str) -> list[str]:
     return [*hidden, *units]
 
 
-def unit_features(vectors: np.ndarray) -> np.ndarray:
-    """``[u, u - d]`` per unit, ``d`` being the last row (the whole text)."""
+#: columns after ``[u, u - d]``: the lexical cues, the rules' score of the unit, and cos(u, d).
+EXTRA_FEATURES: tuple[str, ...] = (*CUE_NAMES, "rules_score", "cosine_to_whole")
+
+
+def unit_features(units: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+    """``[u, u - d, cues, rules score, cos(u, d)]`` per unit, ``d`` being the last row (the whole text).
+
+    The cues (:mod:`pipeline.guard.cues`) and the rules' score on the unit alone carry the form of
+    an instruction that the embedding blurs; cos(u, d) says how far the unit strays from its text.
+    """
     vectors = np.asarray(vectors, dtype=np.float32)
-    return np.hstack([vectors, vectors - vectors[-1:]])
+    whole = vectors[-1]
+    cosine = (vectors @ whole) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(whole) + 1e-9)
+    rules = np.array([detect_injection_rules(unit).score for unit in units], dtype=np.float32)
+    return np.hstack([vectors, vectors - vectors[-1:], unit_cues(units), rules[:, None], cosine[:, None]])
 
 
 @dataclass(frozen=True)
 class InjectionModel:
-    """Logistic regression over :func:`unit_features`; ``weights`` has ``2*dim + 1`` entries (bias last)."""
+    """Logistic regression over :func:`unit_features`; ``weights`` has ``2*dim + len(EXTRA_FEATURES) + 1``
+    entries (bias last)."""
 
     weights: np.ndarray
     threshold: float
@@ -1021,7 +1037,7 @@ def read_model(path: Path) -> InjectionModel:
             weights = np.asarray(data["weights"], dtype=np.float64)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise InternalError(f"cannot read injection model {path}: {exc}") from exc
-    if meta.get("format") != MODEL_FORMAT or weights.shape != (2 * int(meta["dim"]) + 1,):
+    if meta.get("format") != MODEL_FORMAT or weights.shape != (2 * int(meta["dim"]) + len(EXTRA_FEATURES) + 1,):
         raise InternalError(f"{path}: not an injection model of format {MODEL_FORMAT}")
     single = meta.get("threshold_single")
     return InjectionModel(
@@ -1097,7 +1113,7 @@ class LearnedDetector:
             if first == last:
                 out.append((0.0, None, 0))
                 continue
-            probs = self.model.probabilities(unit_features(vectors[first:last]))
+            probs = self.model.probabilities(unit_features(pieces, vectors[first:last]))
             best = int(np.argmax(probs))
             out.append((float(probs[best]), pieces[best], last - first))
         return out
@@ -1238,7 +1254,7 @@ def embed_for_fit(embedder: Embedder, texts: Sequence[str]) -> list[np.ndarray]:
         bounds.append((len(pieces), len(pieces) + len(units)))
         pieces.extend(units)
     vectors = embedder.embed(pieces)
-    return [unit_features(vectors[a:b]) for a, b in bounds]
+    return [unit_features(pieces[a:b], vectors[a:b]) for a, b in bounds]
 
 
 def fit_weights(
