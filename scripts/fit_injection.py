@@ -49,16 +49,17 @@ from pipeline.retrieval.embeddings import OnnxMiniLMEmbedder  # noqa: E402
 
 DEFAULT_DEV = REPO.parent / "shared" / "eval" / "injections-public" / "dev.jsonl"
 CONTRACTS = REPO / "pipeline" / "data" / "contracts"
-#: probability at or above which the model flags a unit (logit 2.6, steps of 0.2). In the 5-fold run on
-#: the dev half: recall 0.74 with 10 % of its benign rows flagged (e-mails, role-play prompts typed to an
-#: assistant); logit 2.8 flags 7.4 % (what the embedding-only model of format 1 flagged at its logit 2.0)
-#: for recall 0.71; logit 2.4 flags 11 % for 0.75. No chunk of the sample contracts or of the golden set
-#: is flagged at this level (as ingest chunks them); the shared corpus is measured, not tuned on.
-DEFAULT_MODEL_THRESHOLD = 0.9309
-#: for a short text (one line under 40 words; logit 3.0): a request typed on its own looks most
-#: like a direct attack. A sentence inside a document keeps the threshold above: what makes it
-#: suspicious there is the document around it.
-DEFAULT_MODEL_THRESHOLD_SINGLE = 0.9526
+#: probability at or above which the model flags a unit (logit 3.0, steps of 0.2), and for a short text
+#: (one line under 40 words, where a request typed on its own looks most like a direct attack; logit
+#: 3.4). Chosen in the 5-fold run on the dev half as the highest recall with no chunk of the sample
+#: contracts or of the golden set flagged (as ingest chunks them), none of the project's tricky
+#: negatives (tests/unit/test_guard_injection.py) flagged, and at most 8 % of the dev half's benign
+#: rows flagged (what the embedding-only model of format 1 flagged): recall 0.73, benign 6.8 %.
+#: Logit 2.8 gives 0.75 for 9.5 % and one tricky negative. The shared corpus is measured, not used
+#: to choose. A sentence inside a document keeps the document threshold: what makes it suspicious
+#: there is the document around it.
+DEFAULT_MODEL_THRESHOLD = 0.9526
+DEFAULT_MODEL_THRESHOLD_SINGLE = 0.9677
 
 
 DEFAULT_CACHE = Path.home() / ".cache" / "conveyor" / "injection-embeddings.npz"
