@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
+from pipeline.text import split_sentences
 from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, WORD_NUMBERS, month_number
 
 TermMonths = int | Literal["indefinite"]
@@ -406,11 +407,22 @@ def _sentences(segments: Sequence[tuple[str, str]]) -> list[_Sentence]:
         for line in text.splitlines():
             if line.count("|") >= 2:
                 continue  # tables are read as cells
-            for piece in re.split(r"(?<=[.;])\s+(?=[A-Z(\"“])", line):
-                piece = piece.strip()
-                if piece:
-                    out.append(_Sentence(piece, section, index))
+            for piece in _split_line(line):
+                out.append(_Sentence(piece, section, index))
     return out
+
+
+def _split_line(line: str) -> list[str]:
+    """The sentences (and semicolon clauses) of one line.
+
+    Uses the shared ``split_sentences`` so that a cross-reference ("Section 8.2", "under
+    Clause 12. the"), an abbreviation ("Art. 9", "U.S. $", "Acme Inc. (the") or a decimal
+    does not end a sentence: a value read to the sentence end would be cut there.
+    """
+    pieces: list[str] = []
+    for sentence in split_sentences(line):
+        pieces.extend(p.strip() for p in re.split(r"(?<=;)\s+(?=[A-Z(\"“])", sentence) if p.strip())
+    return pieces
 
 
 def _cells(segments: Sequence[tuple[str, str]]) -> list[tuple[str, str, int]]:
@@ -756,10 +768,17 @@ def _payment(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> t
 
 
 _CAP_SENTENCE = re.compile(
-    r"(?i)(?:liabilit\w*|liable)[^.]{0,200}?(?:shall\s+not|will\s+not|not\s+to|does\s+not|is\s+not\s+to|not)\s+exceed\s+"
-    r"(?P<a>[^.;]+)|(?:liabilit\w*|liable)[^.]{0,120}?(?:is|are|shall\s+be|will\s+be)\s+(?:limited|capped)\s+(?:to|at)\s+"
-    r"(?P<b>[^.;]+)|(?:liabilit\w*)[^.]{0,60}?(?:cap|maximum)\s+(?:of|is|shall\s+be)\s+(?P<c>[^.;]+)",
+    r"(?i)(?:liabilit\w*|liable)[^;]{0,200}?(?:shall\s+not|will\s+not|not\s+to|does\s+not|is\s+not\s+to|not)\s+exceed\s+"
+    r"(?P<a>[^;]+)|(?:liabilit\w*|liable)[^;]{0,120}?(?:is|are|shall\s+be|will\s+be)\s+(?:limited|capped)\s+(?:to|at)\s+"
+    r"(?P<b>[^;]+)|(?:liabilit\w*)[^;]{0,60}?(?:cap|maximum)\s+(?:of|is|shall\s+be)\s+(?P<c>[^;]+)",
 )
+
+
+def _cap_value(raw: str) -> str:
+    """The cap as written, to the end of its sentence (a dot inside "Section 8.2" or "$1,000,000.00" is
+    not an end; the sentence split already decided that), without a trailing defined name or relative clause."""
+    value = re.split(r"(?i),\s+which\b|\s+\(the\s+[\"“]", raw)[0]
+    return value.strip().rstrip(".\"”'").strip()
 
 
 def _liability_cap(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, int | None]:
@@ -772,7 +791,7 @@ def _liability_cap(sentences: list[_Sentence], cells: list[tuple[str, str, int]]
             cap = (m.group("a") or m.group("b") or m.group("c")).strip()
             if re.search(r"(?i)cover\s+sheet|particulars|schedule|order\s+form\s+details", cap) and not numbers(cap):
                 continue  # refers to a table; the cell was looked at above
-            return re.split(r"(?i),\s+which\b|\s+\(the\s+[\"“]", cap)[0].strip(), s.segment
+            return _cap_value(cap), s.segment
     return None, None
 
 

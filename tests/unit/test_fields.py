@@ -172,3 +172,27 @@ def test_normalisation_rules_of_the_scoring() -> None:
                  "liability_cap": None, "termination_notice": "one month"}
     assert all(score_summary(llm_style, key).values())
     assert not field_correct("liability_cap", None, {"liability_cap": "$5,000"})
+
+
+@pytest.mark.parametrize(
+    ("text", "cap"),
+    [
+        ("Subject to Section 8.2, the Supplier's liability shall not exceed the amount stated in Section 8.2 of the "
+         "Order Form.", "the amount stated in Section 8.2 of the Order Form"),
+        ("Except for claims under Clause 12. the Provider's aggregate liability shall not exceed the Fees paid in "
+         "the prior 12 months.", "the Fees paid in the prior 12 months"),
+        ("The Vendor's liability under Art. 9 shall not exceed U.S. $500,000 per claim.", "U.S. $500,000 per claim"),
+        ("The Licensor's liability under Article 9.1 shall not exceed $1,000,000.00 in the aggregate.",
+         "$1,000,000.00 in the aggregate"),
+        ("The liability of Acme Inc. (the \"Vendor\") is limited to the fees paid under Clause 4.3 (the \"Cap\").",
+         "the fees paid under Clause 4.3"),
+    ],
+)
+def test_liability_cap_reads_past_cross_references_and_abbreviations(text: str, cap: str) -> None:
+    assert extract_from_text(text).liability_cap == cap
+
+
+def test_cross_reference_ending_a_sentence_still_ends_it() -> None:
+    text = ("Each party's total liability shall not exceed the fees paid under Section 8. In no event shall either "
+            "party be liable for lost profits.")
+    assert extract_from_text(text).liability_cap == "the fees paid under Section 8"
