@@ -79,9 +79,12 @@ _CURRENCY_CODES = {
 }
 
 # a defined name in parentheses: ("Quillon"), (the "Supplier"), ("Sundqvist" or the "Principal")
+# Indian and Commonwealth drafting: (hereinafter referred to as the "Client", which expression shall ... include
+# its successors), (hereinafter the "Developer"), (hereinafter called "X")
 _DEFINED = re.compile(
-    r"\(\s*(?:the\s+|each\s+|together\s+)?[\"“']([^\"”'()]{1,60})[\"”'](?:\s*(?:or|and)\s+(?:the\s+)?[\"“']([^\"”'()]{1,60})[\"”'])?"
-    r"\s*\)",
+    r"\(\s*(?:hereinafter\s+|herein\s+|hereafter\s+)?(?:(?:referred\s+to\s+as|called|defined\s+as|known\s+as)\s+)?"
+    r"(?:the\s+|each\s+|together\s+)?[\"“']([^\"”'()]{1,60})[\"”'](?:\s*(?:or|and)\s+(?:the\s+)?[\"“']([^\"”'()]{1,60})[\"”'])?"
+    r"(?:\s*,\s*which\s+expression[^()]{0,300})?\s*\)",
     re.IGNORECASE,
 )
 _NOT_A_PARTY = re.compile(

@@ -196,3 +196,24 @@ def test_cross_reference_ending_a_sentence_still_ends_it() -> None:
     text = ("Each party's total liability shall not exceed the fees paid under Section 8. In no event shall either "
             "party be liable for lost profits.")
     assert extract_from_text(text).liability_cap == "the fees paid under Section 8"
+
+
+def test_hereinafter_defined_names_in_indian_and_canadian_recitals() -> None:
+    indian = (
+        "This Agreement is executed at Pune on 3 March 2026 by and between:\n\n"
+        "Suryansh Textiles Private Limited, a company incorporated under the Companies Act, 2013 and having its "
+        "registered office at 4 FC Road, Pune (hereinafter referred to as the \"Buyer\", which expression shall unless "
+        "repugnant to the context include its successors and permitted assigns) of the ONE PART;\n\nAND\n\n"
+        "Nilgiri Looms Limited, a company incorporated under the Companies Act, 1956 and having its registered office "
+        "at 9 Mount Road, Chennai (hereinafter called the \"Seller\") of the OTHER PART.\n\n"
+        "WHEREAS the Buyer wishes to buy fabric."
+    )
+    fields = extract_from_text(indian)
+    assert fields.parties == ["Suryansh Textiles Private Limited", "Nilgiri Looms Limited"]
+    assert fields.defined_names["Seller"] == "Nilgiri Looms Limited"
+    canadian = (
+        "AMONG:\n\nBOREAL FREIGHT INC., a corporation existing under the laws of Alberta\n(hereinafter the \"Carrier\")"
+        "\n\n- and -\n\nPRAIRIE GRAIN LIMITED, a corporation existing under the laws of Manitoba\n"
+        "(hereinafter the \"Shipper\")\n\nARTICLE 1 - INTERPRETATION"
+    )
+    assert extract_from_text(canadian).parties == ["Boreal Freight Inc.", "Prairie Grain Limited"]
