@@ -47,7 +47,7 @@ from datetime import date
 from typing import Literal
 
 from pipeline.text import split_sentences
-from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, WORD_NUMBERS, month_number
+from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, ORDINAL_WORDS, WORD_NUMBERS, month_number
 
 TermMonths = int | Literal["indefinite"]
 
@@ -613,12 +613,12 @@ def _effective_date(text: str, segment_of: list[int]) -> tuple[str | None, int |
 # --- term ---------------------------------------------------------------------------------------------
 _TERM_SECTION = re.compile(r"(?i)\bterm\b(?!s)|duration|commencement|period of agreement|maturity")
 _TERM_STRONG = re.compile(
-    r"(?i)(?:initial|subscription|contract|agreement|lease)?\s*term\b[^.;]{0,80}?(?:of|is|shall\s+be|:|\|)\s*$|"
+    r"(?i)(?:initial|subscription|contract|agreement|lease)?\s*term\b[^;]{0,80}?(?:of|is|shall\s+be|:|\|)\s*$|"
     r"continue(?:s)?(?:\s+in\s+(?:force|effect))?\s+(?:for\s+)?(?:a\s+(?:further\s+)?period\s+of|an\s+initial\s+"
     r"(?:period|term)\s+of|a\s+term\s+of)?\s*$|remain(?:s)?\s+in\s+(?:full\s+)?(?:force|effect)\s+(?:for\s+)?"
     r"(?:a\s+period\s+of)?\s*$|(?:initial\s+)?period\s+of\s*$|extended\s+for\s+(?:an\s+additional|a\s+further)"
-    r"(?:\s+period\s+of)?\s*$|maturity\s+date[^.;]{0,60}$|for\s+(?:a\s+)?(?:fixed\s+)?term\s+of\s*$|"
-    r"(?:shall|will)\s+(?:run|last)\s+for\s*$|(?:^|\|)\s*$",
+    r"(?:\s+period\s+of)?\s*$|maturity\s+date[^;]{0,60}$|for\s+(?:a\s+)?(?:fixed\s+)?term\s+of\s*$|"
+    r"(?:(?:shall|will)\s+)?(?:run|last)s?\s+for\s*$|(?:^|\|)\s*$",
 )
 _TERM_AFTER = re.compile(
     r"(?i)^\W{0,3}(?:from|after|commencing|beginning|starting|following)\s+(?:and\s+including\s+)?(?:the\s+)?"
@@ -638,8 +638,53 @@ _TERM_NOISE_AFTER = re.compile(
 )
 
 
-def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, TermMonths | None,
-                                                                                   int | None]:
+_ANNIVERSARY = re.compile(
+    rf"(?i)\b(?:expir\w*|end\w*|terminat\w*|until|through)\s+(?:on\s+)?(?:the\s+)?"
+    rf"(?:(?P<word>{'|'.join(ORDINAL_WORDS)})\s*(?:\(\d+(?:st|nd|rd|th)\)\s*)?|(?P<num>\d+)(?:st|nd|rd|th)\s+)"
+    rf"anniversary\b",
+)
+_TERM_END = re.compile(r"(?i)\b(?:end|ends|ending|expire|expires|expiring|terminate|terminates|until|through|to)"
+                       r"\s+(?:and\s+including\s+)?(?:on\s+)?(?:the\s+)?$")
+_TERM_BEGIN = re.compile(r"(?i)\b(?:start|starts|starting|begin|begins|beginning|commence|commences|commencing|from)"
+                         r"\s+(?:and\s+including\s+)?(?:on\s+)?(?:the\s+)?$")
+
+
+def _anniversary_months(text: str) -> int | None:
+    """'shall expire on the second (2nd) anniversary of the Effective Date' -> 24: a term written as an
+    anniversary rather than a duration."""
+    m = _ANNIVERSARY.search(text)
+    if m is None:
+        return None
+    years = ORDINAL_WORDS[m.group("word").lower()] if m.group("word") else int(m.group("num"))
+    return years * 12
+
+
+def _span_months(start: date, end: date) -> int:
+    """Whole months from ``start`` to ``end`` inclusive: 1 April 2026 to 31 March 2028 is 24."""
+    after = date.fromordinal(end.toordinal() + 1)
+    months = (after.year - start.year) * 12 + after.month - start.month
+    return months + round((after.day - start.day) / 30)
+
+
+def _date_span_months(text: str, dayfirst: bool, start: date | None) -> int | None:
+    """A term written as two dates ("starts on 1 April 2026 and ends on 31 March 2028", "from 1/4/2026 to
+    31/3/2027"), or as an end date after the Effective / Commencement Date (``start``)."""
+    begin = end = None
+    for m in DATE_RE.finditer(text):
+        before = text[max(0, m.start() - 40): m.start()]
+        if _TERM_END.search(before):
+            end = end or _date_of(m, dayfirst)
+        elif _TERM_BEGIN.search(before):
+            begin = begin or _date_of(m, dayfirst)
+    if begin is None and re.search(r"(?i)(?:effective|commencement|start)\s+date", text):
+        begin = start
+    if begin is None or end is None or end <= begin:
+        return None
+    return _span_months(begin, end)
+
+
+def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]], *, dayfirst: bool = True,
+          start: date | None = None) -> tuple[str | None, TermMonths | None, int | None]:
     for label, value, index in cells:
         term_label = re.search(r"(?i)\b(?:initial\s+|subscription\s+|contract\s+)?(?:term|duration)\b", label)
         if term_label and not re.search(r"(?i)date|payment|notice|commencement", label):
@@ -656,6 +701,13 @@ def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tupl
                 score += 2
             if best is None or score > best[0]:
                 best = (score, s, "indefinite")
+            continue
+        written_as = _anniversary_months(text) or _date_span_months(text, dayfirst, start)
+        if written_as and not _TERM_NOISE.search(text) and \
+                re.search(r"(?i)\b(?:this\s+)?(?:agreement|engagement|lease|term|loan|it)\b", text):
+            score = 8 + (3 if in_section else 0)
+            if best is None or score > best[0]:
+                best = (score, s, written_as)
             continue
         for d, at in durations(text):
             if not d.months:
@@ -874,7 +926,8 @@ def extract_fields(segments: Sequence[tuple[str, str]]) -> FieldValues:
     out.effective_date, source = _effective_date(text, segment_of)
     if source is not None:
         out.sources["effective_date"] = source
-    out.term, out.term_months, source = _term(sentences, cells)
+    start = date.fromisoformat(out.effective_date) if out.effective_date else None
+    out.term, out.term_months, source = _term(sentences, cells, dayfirst=day_first(text), start=start)
     if source is not None:
         out.sources["term"] = source
     out.governing_law, source = _governing_law(sentences, cells)

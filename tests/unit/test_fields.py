@@ -217,3 +217,25 @@ def test_hereinafter_defined_names_in_indian_and_canadian_recitals() -> None:
         "(hereinafter the \"Shipper\")\n\nARTICLE 1 - INTERPRETATION"
     )
     assert extract_from_text(canadian).parties == ["Boreal Freight Inc.", "Prairie Grain Limited"]
+
+
+@pytest.mark.parametrize(
+    ("text", "months"),
+    [
+        ("1. Term. This agreement starts on 1 April 2026 and ends on 31 March 2028, unless ended earlier.", 24),
+        ("The Lease runs from 01/07/2026 to 30/06/2031 inclusive. The Tenant pays £1,000 per month.", 60),
+        ("This Agreement takes effect on 1 March 2026 (the \"Effective Date\").\n\n"
+         "3. Term. This Agreement commences on the Effective Date and expires on 28 February 2027.", 12),
+        ("The term of this Agreement under this Article 3 shall commence on the Effective Date and shall expire on "
+         "the third (3rd) anniversary thereof.", 36),
+        ("It starts on 1 May 2026. It lasts for 18 months. After that it carries on month by month.", 18),
+    ],
+)
+def test_term_written_as_dates_anniversaries_or_plain_english(text: str, months: int) -> None:
+    assert extract_from_text(text).term_months == months
+
+
+def test_a_delivery_deadline_is_not_a_term() -> None:
+    text = ("This Agreement takes effect on 1 March 2026.\n\n"
+            "The Supplier shall deliver the goods by 30 June 2026 and the Buyer shall pay within 30 days.")
+    assert extract_from_text(text).term_months is None
