@@ -66,17 +66,31 @@ DURATION_RE = re.compile(
     rf"(?P<wordonly>{_NUMBER_WORD}|an?))[\s-]*(?:\((?:\d+)\)\s*)?(?:calendar\s+)?{_UNIT}(?:['’]s?)?(?![a-z])",
     re.IGNORECASE,
 )
-_CURRENCY = r"(?:USD|EUR|GBP|CAD|AUD|CHF|SEK|US\$|C\$|A\$|\$|£|€)"
+# "CAD $320,000" and "INR 4,50,000" (Indian digit grouping) as well as "$", "£", "EUR"
+_CURRENCY = (
+    r"(?:(?:USD|CAD|AUD|NZD|SGD|HKD)\s?\$|NZ\$|S\$|HK\$|USD|EUR|GBP|CAD|AUD|NZD|SGD|HKD|CHF|SEK|NOK|DKK|INR|JPY|"
+    r"(?<![a-z])Rs\.?|US\$|C\$|A\$|\$|£|€|₹|¥)"
+)
+_AMOUNT = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,2}(?:,\d{2})+,\d{3}(?:\.\d+)?|\d+(?:\.\d+)?"
 MONEY_RE = re.compile(
-    rf"(?P<cur>{_CURRENCY})\s?(?P<amount>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?)(?:\s?(?P<mult>million|m)\b)?"
-    rf"|(?P<amount2>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?)\s?(?P<cur2>USD|EUR|GBP|CAD|euros?|dollars|pounds)\b",
+    rf"(?P<cur>{_CURRENCY})\s?(?P<amount>{_AMOUNT})(?:\s?(?P<mult>million|m)\b)?"
+    rf"|(?P<amount2>{_AMOUNT})\s?(?P<cur2>USD|EUR|GBP|CAD|AUD|INR|euros?|dollars|pounds|rupees)\b",
     re.IGNORECASE,
 )
 _CURRENCY_CODES = {
-    "$": "USD", "us$": "USD", "usd": "USD", "dollars": "USD", "£": "GBP", "gbp": "GBP", "pounds": "GBP",
-    "€": "EUR", "eur": "EUR", "euro": "EUR", "euros": "EUR", "cad": "CAD", "c$": "CAD", "aud": "AUD",
-    "a$": "AUD", "chf": "CHF", "sek": "SEK",
+    "$": "USD", "us$": "USD", "usd": "USD", "usd$": "USD", "dollars": "USD", "£": "GBP", "gbp": "GBP",
+    "pounds": "GBP", "€": "EUR", "eur": "EUR", "euro": "EUR", "euros": "EUR", "cad": "CAD", "c$": "CAD",
+    "cad$": "CAD", "aud": "AUD", "a$": "AUD", "aud$": "AUD", "nzd": "NZD", "nz$": "NZD", "nzd$": "NZD",
+    "sgd": "SGD", "s$": "SGD", "sgd$": "SGD", "hkd": "HKD", "hk$": "HKD", "hkd$": "HKD", "chf": "CHF",
+    "sek": "SEK", "nok": "NOK", "dkk": "DKK", "inr": "INR", "rs": "INR", "rs.": "INR", "₹": "INR",
+    "rupees": "INR", "jpy": "JPY", "¥": "JPY",
 }
+
+
+def _currency_code(symbol: str) -> str | None:
+    """ISO code of a currency as written ("CAD $" and "CAD$" alike)."""
+    return _CURRENCY_CODES.get(re.sub(r"\s+", "", symbol.lower()))
+
 
 # a defined name in parentheses: ("Quillon"), (the "Supplier"), ("Sundqvist" or the "Principal")
 # Indian and Commonwealth drafting: (hereinafter referred to as the "Client", which expression shall ... include
@@ -289,7 +303,7 @@ def currency_of(text: str | None) -> str | None:
     m = MONEY_RE.search(text or "")
     if m is None:
         return None
-    return _CURRENCY_CODES.get((m.group("cur") or m.group("cur2") or "").lower())
+    return _currency_code(m.group("cur") or m.group("cur2") or "")
 
 
 def money_amounts(text: str | None) -> list[tuple[float, str | None]]:
@@ -298,7 +312,7 @@ def money_amounts(text: str | None) -> list[tuple[float, str | None]]:
         amount = float((m.group("amount") or m.group("amount2")).replace(",", ""))
         if m.group("mult"):
             amount *= 1_000_000
-        out.append((amount, _CURRENCY_CODES.get((m.group("cur") or m.group("cur2") or "").lower())))
+        out.append((amount, _currency_code(m.group("cur") or m.group("cur2") or "")))
     return out
 
 

@@ -8,8 +8,10 @@ import pytest
 
 from pipeline.generation.fields import (
     canonical_law,
+    currency_of,
     day_first,
     extract_from_text,
+    money_amounts,
     normalize_party,
     notice_days,
     parse_date,
@@ -239,3 +241,13 @@ def test_a_delivery_deadline_is_not_a_term() -> None:
     text = ("This Agreement takes effect on 1 March 2026.\n\n"
             "The Supplier shall deliver the goods by 30 June 2026 and the Buyer shall pay within 30 days.")
     assert extract_from_text(text).term_months is None
+
+
+def test_money_in_dollar_codes_and_indian_digit_grouping() -> None:
+    assert extract_from_text("The Customer shall pay the Developer a fee of CAD $320,000.").payment == "CAD $320,000"
+    assert currency_of("CAD $320,000") == "CAD" and currency_of("NZ$ 4,000") == "NZD"
+    indian = extract_from_text("The Client shall pay a fixed monthly fee of INR 4,50,000 (Rupees Four Lakh Fifty "
+                               "Thousand only), exclusive of GST.")
+    assert indian.payment == "INR 4,50,000 per month"
+    assert money_amounts("Rs. 12,50,000 and INR 4,50,000") == [(1_250_000.0, "INR"), (450_000.0, "INR")]
+    assert money_amounts("Mrs 5 Smith") == []
