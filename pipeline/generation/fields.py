@@ -837,9 +837,14 @@ def _payment(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> t
 
 
 _CAP_SENTENCE = re.compile(
-    r"(?i)(?:liabilit\w*|liable)[^;]{0,200}?(?:shall\s+not|will\s+not|not\s+to|does\s+not|is\s+not\s+to|not)\s+exceed\s+"
-    r"(?P<a>[^;]+)|(?:liabilit\w*|liable)[^;]{0,120}?(?:is|are|shall\s+be|will\s+be)\s+(?:limited|capped)\s+(?:to|at)\s+"
-    r"(?P<b>[^;]+)|(?:liabilit\w*)[^;]{0,60}?(?:cap|maximum)\s+(?:of|is|shall\s+be)\s+(?P<c>[^;]+)",
+    r"(?i)(?:liabilit\w*|liable)[^;]{0,200}?(?:(?:shall|will|does|is)\s+)?(?:not(?:\s+to)?|in\s+no\s+(?:case|event))"
+    r"\s+exceed\s+(?P<a>[^;]+)|(?:liabilit\w*|liable)[^;]{0,120}?(?:is|are|shall\s+be|will\s+be)\s+(?:limited|capped)\s+"
+    r"(?:to|at)\s+(?P<b>[^;]+)|(?:liabilit\w*)[^;]{0,60}?(?:cap|maximum)\s+(?:of|is|shall\s+be)\s+(?P<c>[^;]+)|"
+    # "In no event shall the Developer's aggregate liability ... exceed X" (the verb before the subject)
+    r"in\s+no\s+event\s+(?:shall|will)\s+[^;]{0,120}?liabilit\w*[^;]{0,150}?\s+exceed\s+(?P<d>[^;]+)|"
+    # plain English: "The most we will pay you for all claims under this agreement is £100,000"
+    r"\bthe\s+most\s+(?:that\s+)?(?:we|you|it|either\s+(?:of\s+us|party)|each\s+party|(?:the\s+)?[A-Z]\w+)\s+"
+    r"(?:will|shall|can|may|would)\s+(?:have\s+to\s+)?(?:pay|be\s+liable)[^;]{0,120}?\s+is\s+(?P<e>[^;]+)",
 )
 
 
@@ -857,7 +862,7 @@ def _liability_cap(sentences: list[_Sentence], cells: list[tuple[str, str, int]]
     for s in sentences:
         m = _CAP_SENTENCE.search(s.text)
         if m:
-            cap = (m.group("a") or m.group("b") or m.group("c")).strip()
+            cap = next(g for g in m.groups() if g).strip()
             if re.search(r"(?i)cover\s+sheet|particulars|schedule|order\s+form\s+details", cap) and not numbers(cap):
                 continue  # refers to a table; the cell was looked at above
             return _cap_value(cap), s.segment

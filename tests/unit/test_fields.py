@@ -251,3 +251,21 @@ def test_money_in_dollar_codes_and_indian_digit_grouping() -> None:
     assert indian.payment == "INR 4,50,000 per month"
     assert money_amounts("Rs. 12,50,000 and INR 4,50,000") == [(1_250_000.0, "INR"), (450_000.0, "INR")]
     assert money_amounts("Mrs 5 Smith") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "cap"),
+    [
+        ("The Vendor's liability is not to exceed $75,000.", "$75,000"),
+        ("The aggregate liability of the Service Provider under Clause 7. and otherwise shall in no case exceed the "
+         "fees received by it in the six (6) months preceding the claim.",
+         "the fees received by it in the six (6) months preceding the claim"),
+        ("IN NO EVENT SHALL THE DEVELOPER'S AGGREGATE LIABILITY UNDER THIS AGREEMENT EXCEED CAD $500,000.",
+         "CAD $500,000"),
+        ("The most we will pay you for all claims under this agreement is £100,000 in total.", "£100,000 in total"),
+        ("The most the Supplier will be liable for in any year is the Charges paid in that year.",
+         "the Charges paid in that year"),
+    ],
+)
+def test_liability_cap_in_inverted_and_plain_english_wording(text: str, cap: str) -> None:
+    assert extract_from_text(text).liability_cap == cap
