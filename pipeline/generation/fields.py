@@ -754,12 +754,26 @@ _LAW_SENTENCE = re.compile(
 )
 
 
+# the law as the subject: "The laws of Scotland apply to this agreement", "English law governs this Agreement"
+_LAW_SUBJECT = re.compile(
+    r"(?i)(?:^|\W)(?P<law>(?:the\s+)?(?:laws?\s+(?:of|in\s+force\s+in)\s+[^;.]{2,80}?|(?:English|Scots|[A-Z][a-z]+)\s+law))"
+    r"\s+(?:shall\s+|will\s+|is\s+to\s+)?(?:appl(?:y|ies)\s+to|govern(?:s)?)\s+(?:this|the)\s+"
+    r"(?:agreement|contract|lease|licen[cs]e|deed|order|terms)",
+)
+
+
+def _law_match(text: str) -> re.Match[str] | None:
+    """'governed by the laws of X', else the law as the subject of the sentence ('the laws of X apply to this
+    agreement', plain-English and letter contracts)."""
+    return _LAW_SENTENCE.search(text) or _LAW_SUBJECT.search(text)
+
+
 def _governing_law(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, int | None]:
     for label, value, index in cells:
         if re.search(r"(?i)governing\s+law|applicable\s+law|law\b", label) and canonical_law(value):
             return _display_law(value), index
     for s in sentences:
-        m = _LAW_SENTENCE.search(s.text)
+        m = _law_match(s.text)
         if m and not re.search(r"(?i)^\s*(?:the\s+)?laws?\s+stated", m.group("law")):
             law = m.group("law")
             if re.fullmatch(r"(?i)english\s+law", law.strip()):

@@ -269,3 +269,15 @@ def test_money_in_dollar_codes_and_indian_digit_grouping() -> None:
 )
 def test_liability_cap_in_inverted_and_plain_english_wording(text: str, cap: str) -> None:
     assert extract_from_text(text).liability_cap == cap
+
+
+@pytest.mark.parametrize(
+    ("text", "law"),
+    [
+        ("The laws of Scotland apply to this agreement.", "Scotland"),
+        ("English law governs this Agreement and any dispute arising from it.", "England and Wales"),
+        ("The law in force in the State of Victoria shall apply to this Contract.", "Victoria"),
+    ],
+)
+def test_governing_law_as_the_subject_of_the_sentence(text: str, law: str) -> None:
+    assert extract_from_text(text).governing_law == law
