@@ -532,10 +532,29 @@ def _resolve(name: str, names: dict[str, str]) -> str:
     return names.get(key, name)
 
 
+_GENERIC_PARTY = re.compile(
+    rf"(?i)(?:{_ROLE_WORDS}|Subcontractor|Sub-?processor|Affiliate|Licensor|Party|Parties|Disclosing\s+Party|"
+    rf"Receiving\s+Party)s?"
+)
+_CLAUSE_WORDS = re.compile(r"\b(?:is|are|shall|will|may|must|where|which|who|retains|owns|supersedes|agrees?|has)\b")
+
+
+def _plausible_party(name: str) -> bool:
+    """Is this a party's name rather than prose caught after a stray "between" ("As between the parties,
+    Customer retains ...") or a bare role ("Provider" in a template with no names filled in)?"""
+    bare = re.sub(r"^the\s+", "", name.strip(), flags=re.IGNORECASE)
+    if not bare or not (bare[0].isupper() or bare[0].isdigit()):
+        return False
+    if len(bare.split()) > 12 or _CLAUSE_WORDS.search(bare):
+        return False
+    return not _GENERIC_PARTY.fullmatch(bare)
+
+
 def _parties(text: str, cells: list[tuple[str, str, int]], segment_of: list[int]) -> tuple[list[str], dict[str, str],
                                                                                             int | None]:
     names = _defined_names(text)
     parties, recital_names = _recital_parties(text)
+    parties = [p for p in parties if _plausible_party(p)]
     names.update(recital_names)
     source = None
     if len(parties) >= 2:
@@ -546,14 +565,14 @@ def _parties(text: str, cells: list[tuple[str, str, int]], segment_of: list[int]
     for label, value, index in cells:
         if re.fullmatch(rf"(?i)(?:the\s+)?(?:{_ROLE_WORDS})(?:\s+name)?", label):
             name = _resolve(tidy_name(value), names)
-            if name and name not in roles and re.search(r"[A-Z]", name):
+            if name and name not in roles and _plausible_party(name):
                 roles.append(name)
                 source = index if source is None else source
     if len(roles) >= 2:
         return roles, names, source
     for m in _ROLE_LINE.finditer(text):
         name = _resolve(tidy_name(m.group("name")), names)
-        if name and name not in roles:
+        if name and name not in roles and _plausible_party(name):
             roles.append(name)
             source = segment_of[m.start()] if source is None else source
     if len(roles) >= 2:

@@ -281,3 +281,14 @@ def test_liability_cap_in_inverted_and_plain_english_wording(text: str, cap: str
 )
 def test_governing_law_as_the_subject_of_the_sentence(text: str, law: str) -> None:
     assert extract_from_text(text).governing_law == law
+
+
+def test_prose_after_a_stray_between_and_bare_roles_are_not_parties() -> None:
+    template = (
+        "1. Ownership. As between the parties, Customer (a) retains all right, title, and interest in and to all "
+        "Input, and (b) owns all Output.\n\n"
+        "2. \"Agreement\" means the Cover Page between Provider and Company that incorporates these Standard Terms."
+    )
+    assert extract_from_text(template).parties == []
+    named = "This Agreement is made between Dana K. Whitfield and The Regents of Westmoor University."
+    assert extract_from_text(named).parties == ["Dana K. Whitfield", "The Regents of Westmoor University"]
