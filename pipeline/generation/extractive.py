@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.generation.fields import extract_fields
+from pipeline.generation.fields import MONEY_RE, durations, extract_fields, numbers
 from pipeline.retrieval.chunking import chunk_body
 from pipeline.retrieval.embeddings import Embedder
 from pipeline.text import split_sentences
@@ -54,6 +54,29 @@ def _sentences(chunks: Sequence[ContextChunk]) -> list[tuple[str, ContextChunk]]
 def _risk_score(sentence: str) -> int:
     low = sentence.lower()
     return sum(weight for word, weight in _RISK_WORDS.items() if word in low)
+
+
+_ASKS_PERCENT = re.compile(
+    r"(?i)\b(?:split|shar(?:e|ed|es|ing)|proportions?|percentages?|divid(?:e|ed|es)|discounts?|interest\s+rate)\b"
+)
+_STATES_PERCENT = re.compile(r"(?i)%|\bper\s?cent\b")
+_ASKS_COUNT = re.compile(r"(?i)\bhow\s+many\b")
+_ASKS_MONEY = re.compile(r"(?i)\bhow\s+much\b|\bcharge[sd]?\b|\b(?:fee|price|cost|rent|salary)s?\b")
+_ASKS_DURATION = re.compile(r"(?i)\bhow\s+(?:long|soon|quickly|fast)\b|\bwithin\s+how\b")
+
+
+def _answer_type_bonus(question: str, sentence: str) -> float:
+    """Small credit for a sentence stating the kind of fact the question asks for: a percentage for "how is
+    it split" / "what discount", a number for "how many", an amount for "how much" / "what is charged", a
+    duration for "how soon". On embeddings alone, sentences about the same subject that lack the fact
+    ("may exceed the limit without charge", "the Funding is payable annually") outrank the answer."""
+    asked_and_stated = (
+        (_ASKS_PERCENT, bool(_STATES_PERCENT.search(sentence))),
+        (_ASKS_COUNT, bool(numbers(sentence))),
+        (_ASKS_MONEY, bool(MONEY_RE.search(sentence))),
+        (_ASKS_DURATION, bool(durations(sentence))),
+    )
+    return 0.04 * sum(1 for asks, stated in asked_and_stated if stated and asks.search(question))
 
 
 class ExtractiveGenerator:
@@ -154,6 +177,8 @@ class ExtractiveGenerator:
         )
         vectors = self._embedder.embed([s for s, _ in sentences])
         scores = vectors @ query
+        if not risk:
+            scores = scores + np.array([_answer_type_bonus(question, s) for s, _ in sentences], dtype=np.float32)
         if risk:
             scores = scores + 0.05 * np.array([min(_risk_score(s), 6) for s, _ in sentences], dtype=np.float32)
         order = np.argsort(-scores)[:top]

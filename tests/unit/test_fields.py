@@ -292,3 +292,17 @@ def test_prose_after_a_stray_between_and_bare_roles_are_not_parties() -> None:
     assert extract_from_text(template).parties == []
     named = "This Agreement is made between Dana K. Whitfield and The Regents of Westmoor University."
     assert extract_from_text(named).parties == ["Dana K. Whitfield", "The Regents of Westmoor University"]
+
+
+def test_questions_credit_sentences_that_state_the_kind_of_fact_asked_for() -> None:
+    from pipeline.generation.extractive import _answer_type_bonus
+
+    split = "How are the licence fees shared between the two resellers?"
+    assert _answer_type_bonus(split, "Reseller A receives thirty percent (30%) and Reseller B 70%.") > 0
+    assert _answer_type_bonus(split, "The licence fees are shared between the resellers quarterly.") == 0
+    charged = "What is charged for storage above the quota?"
+    assert _answer_type_bonus(charged, "Storage above the quota is billed at EUR 0.40 per gigabyte.") > 0
+    assert _answer_type_bonus(charged, "The Customer may exceed the quota by 5% without charge.") == 0
+    assert _answer_type_bonus("How many sites are covered?", "The licence covers up to six sites.") > 0
+    assert _answer_type_bonus("How soon must defects be fixed?", "Defects are fixed within five (5) days.") > 0
+    assert _answer_type_bonus("Who owns the deliverables?", "The Client pays 50% of £10,000 in 30 days.") == 0
