@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.generation.fields import MONEY_RE, durations, extract_fields, numbers
 from pipeline.retrieval.chunking import chunk_body
+from pipeline.retrieval.context import SCHEDULE_REFERENCE, in_section
 from pipeline.retrieval.embeddings import Embedder
 from pipeline.text import split_sentences
 from schemas import Answer, Completion, ContextChunk, ContractSummary, Intent, RetrievalResult
@@ -77,6 +78,22 @@ def _answer_type_bonus(question: str, sentence: str) -> float:
         (_ASKS_DURATION, bool(durations(sentence))),
     )
     return 0.04 * sum(1 for asks, stated in asked_and_stated if stated and asks.search(question))
+
+
+def _followed_references(
+    picked: Sequence[tuple[str, ContextChunk]], sentences: Sequence[tuple[str, ContextChunk]], scores: np.ndarray
+) -> list[int]:
+    """For a picked sentence that leaves the fact to a schedule ("for the number of concurrent users stated in
+    Schedule 1"), the best-scored sentence of that schedule, when the context holds it."""
+    out: list[int] = []
+    for sentence, _ in picked:
+        for m in SCHEDULE_REFERENCE.finditer(sentence):
+            inside = [i for i, (_, chunk) in enumerate(sentences) if in_section(chunk.section, m.group("label"))]
+            if inside:
+                best = max(inside, key=lambda i: float(scores[i]))
+                if best not in out and sentences[best][0] not in [s for s, _ in picked]:
+                    out.append(best)
+    return out
 
 
 class ExtractiveGenerator:
@@ -181,8 +198,8 @@ class ExtractiveGenerator:
             scores = scores + np.array([_answer_type_bonus(question, s) for s, _ in sentences], dtype=np.float32)
         if risk:
             scores = scores + 0.05 * np.array([min(_risk_score(s), 6) for s, _ in sentences], dtype=np.float32)
-        order = np.argsort(-scores)[:top]
-        chosen = sorted(order.tolist())  # keep document order for readability
+        order = np.argsort(-scores)[:top].tolist()
+        chosen = sorted(order + _followed_references([sentences[i] for i in order], sentences, scores))
         return Answer(
             answer=" ".join(sentences[i][0] for i in chosen),
             citations=list(dict.fromkeys(sentences[i][1].chunk_id for i in chosen)),
