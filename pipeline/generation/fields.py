@@ -95,10 +95,11 @@ def _currency_code(symbol: str) -> str | None:
 # a defined name in parentheses: ("Quillon"), (the "Supplier"), ("Sundqvist" or the "Principal")
 # Indian and Commonwealth drafting: (hereinafter referred to as the "Client", which expression shall ... include
 # its successors), (hereinafter the "Developer"), (hereinafter called "X")
+# and German drafting between dashes: Hollbach GmbH, Stuttgart - hereinafter "Supplier" -
 _DEFINED = re.compile(
-    r"\(\s*(?:hereinafter\s+|herein\s+|hereafter\s+)?(?:(?:referred\s+to\s+as|called|defined\s+as|known\s+as)\s+)?"
+    r"(?:\(|(?<=\s)[-–](?=\s*hereinafter))\s*(?:hereinafter\s+|herein\s+|hereafter\s+)?(?:(?:referred\s+to\s+as|called|defined\s+as|known\s+as)\s+)?"
     r"(?:the\s+|each\s+|together\s+)?[\"“']([^\"”'()]{1,60})[\"”'](?:\s*(?:or|and)\s+(?:the\s+)?[\"“']([^\"”'()]{1,60})[\"”'])?"
-    r"(?:\s*,\s*which\s+expression[^()]{0,300})?\s*\)",
+    r"(?:\s*,\s*which\s+expression[^()]{0,300})?\s*[)\-–]",
     re.IGNORECASE,
 )
 _NOT_A_PARTY = re.compile(
@@ -119,7 +120,9 @@ _NAME_END = re.compile(
     r",\s*(?:an?|the)\s|,\s*(?:incorporated|registered|organi[sz]ed|having|whose|with|of|at|acting|company|"
     r"registration|reg\.|a\s)|\s+\((?:company|registration|registered|reg\.|hrb|kvk|crn|no\.|number|abn|acn|"
     r"organisation|organization)|\s+(?:a\s+company|a\s+corporation|incorporated|registered|whose|having|of\s+\d|"
-    r"residing)\b|\s+\(|,\s*\d|\s+-\s+|\s+of\s+(?=\d)",
+    r"residing)\b|\s+\(|,\s*\d|\s+-\s+|\s+of\s+(?=\d)|"
+    # a European street address after the name: ", Storgata 1", ", Industriestraße 12"
+    r",\s*[A-ZÄÖÜÅ][\w.'-]+\s+\d{1,4}[a-z]?(?:,|\s*$)",
     re.IGNORECASE,
 )
 _SUFFIX_CASE = {
@@ -135,7 +138,8 @@ _HEADING_LINE = re.compile(
 )
 _COMPANY_SUFFIX = re.compile(
     r",?\s+(?:LLC|L\.L\.C\.|LLP|LP|L\.P\.|Inc\.?|Incorporated|Corp\.?|Corporation|Ltd\.?|Limited|plc|PLC|GmbH|AG|"
-    r"B\.V\.|BV|N\.V\.|NV|AB|S\.A\.|SA|SAS|S\.r\.l\.|Pty\s+Ltd|N\.A\.|ULC|Oy|A/S|KG|SE)(?=$|[\s,;(])",
+    r"B\.V\.|BV|N\.V\.|NV|AB|S\.A\.|SA|SAS|S\.r\.l\.|Pty\s+Ltd|N\.A\.|ULC|Oy|A/S|ASA|KG|SE|S\.p\.A\.|SpA|"
+    r"S\.L\.|SARL|Pte\.?\s+Ltd)(?=$|[\s,;(])",
     re.IGNORECASE,
 )
 
@@ -517,7 +521,8 @@ def _defined_names(text: str) -> dict[str, str]:
     names: dict[str, str] = {}
     for m in _DEFINED.finditer(text):
         before = text[max(0, m.start() - 250): m.start()]
-        before = re.split(r"[\n;]|\bbetween\b|\band\b(?=\s+[A-Z])|\.\s", before)[-1]
+        # the name starts after "between", "and", "by" or the previous sentence (not at an initial: "Marcus T.")
+        before = re.split(r"[\n;]|\bbetween\b|\b(?:and|by)\b(?=\s+[A-Z])|(?<!\b[A-Z])\.\s", before)[-1]
         name = tidy_name(before.strip(" ,"))
         if not name or not re.search(r"[A-Z]", name):
             continue
@@ -577,7 +582,22 @@ def _parties(text: str, cells: list[tuple[str, str, int]], segment_of: list[int]
             source = segment_of[m.start()] if source is None else source
     if len(roles) >= 2:
         return roles, names, source
+    defined = _defined_role_parties(text)
+    if len(defined) >= 2:
+        return defined, names, segment_of[text.find(defined[0])] if defined[0] in text else source
     return [_resolve(p, names) for p in parties], names, source
+
+
+def _defined_role_parties(text: str) -> list[str]:
+    """Parties named in the opening by their role without a "between": 'entered into by Marcus T. Delgado
+    ("Landlord") and Priya Raman ("Tenant")'. Only role names count ("Landlord", "Supplier"), so other
+    defined terms of the opening ("Lease", "Premises") do not."""
+    roles = {r.lower() for r in _ROLE_WORDS.split("|")}
+    found: list[str] = []
+    for short, name in _defined_names(text[:3000]).items():
+        if short.lower() in roles and _plausible_party(name) and name not in found:
+            found.append(name)
+    return found
 
 
 # --- effective date ---------------------------------------------------------------------------------

@@ -306,3 +306,17 @@ def test_questions_credit_sentences_that_state_the_kind_of_fact_asked_for() -> N
     assert _answer_type_bonus("How many sites are covered?", "The licence covers up to six sites.") > 0
     assert _answer_type_bonus("How soon must defects be fixed?", "Defects are fixed within five (5) days.") > 0
     assert _answer_type_bonus("Who owns the deliverables?", "The Client pays 50% of £10,000 in 30 days.") == 0
+
+
+def test_german_dash_hereinafter_and_parties_named_only_by_their_roles() -> None:
+    german = (
+        "Framework Contract\n\nbetween\n\nStrelow Antriebstechnik GmbH, Hafenweg 3, 28197 Bremen\n"
+        "- hereinafter \"Supplier\" -\n\nand\n\nNordlys Maskin AS, Storgata 1, 0155 Oslo\n"
+        "- hereinafter \"Customer\" -\n\n§ 1 Subject matter\n\n(1) The Supplier supplies gear units."
+    )
+    assert extract_from_text(german).parties == ["Strelow Antriebstechnik GmbH", "Nordlys Maskin AS"]
+    lease = (
+        "This Lease Agreement (\"Lease\") is made on the 3rd of August, 2026, by Aurelia J. Okafor (\"Landlord\") "
+        "and Tobias Wren (\"Tenant\").\n\n1. PREMISES. Landlord leases to Tenant the flat at 12 Elm Row."
+    )
+    assert extract_from_text(lease).parties == ["Aurelia J. Okafor", "Tobias Wren"]
