@@ -736,6 +736,13 @@ def _date_span_months(text: str, dayfirst: bool, start: date | None) -> int | No
     return _span_months(begin, end)
 
 
+def _periodic(text: str) -> bool:
+    """A tenancy or engagement that runs "on a month-to-month basis" / "from week to week" with no fixed
+    period in the same sentence ("12 months, then month-to-month" keeps its 12): it has no end date."""
+    periodic = re.compile(r"(?i)\b(?:an?\s+)?(?:month|week|year)[- ]to[- ](?:month|week|year)\b|\bperiodic\s+tenancy\b")
+    return bool(periodic.search(text)) and not any(d.months for d, _ in durations(periodic.sub(" ", text)))
+
+
 def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]], *, dayfirst: bool = True,
           start: date | None = None) -> tuple[str | None, TermMonths | None, int | None]:
     for label, value, index in cells:
@@ -748,7 +755,8 @@ def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]], *, dayf
     for s in sentences:
         text = s.text
         in_section = bool(_TERM_SECTION.search(s.section.split(">")[-1]))
-        if _INDEFINITE.search(text) and not re.search(r"(?i)surviv|trade\s+secret|confidential", text):
+        if (_INDEFINITE.search(text) or _periodic(text)) and \
+                not re.search(r"(?i)surviv|trade\s+secret|confidential", text):
             score = 6 + (3 if in_section else 0)
             if re.search(r"(?i)\b(?:this\s+)?(?:agreement|employment|engagement|lease)\b", text):
                 score += 2

@@ -320,3 +320,11 @@ def test_german_dash_hereinafter_and_parties_named_only_by_their_roles() -> None
         "and Tobias Wren (\"Tenant\").\n\n1. PREMISES. Landlord leases to Tenant the flat at 12 Elm Row."
     )
     assert extract_from_text(lease).parties == ["Aurelia J. Okafor", "Tobias Wren"]
+
+
+def test_month_to_month_is_open_ended_unless_a_fixed_period_comes_first() -> None:
+    periodic = "2. TERM. The tenancy begins on June 15, 2026 and continues on a month-to-month basis."
+    assert extract_from_text(periodic).term_months == "indefinite"
+    fixed_then_periodic = ("2. TERM. The Lease term is twelve (12) months from June 15, 2026, and thereafter "
+                           "continues from month to month.")
+    assert extract_from_text(fixed_then_periodic).term_months == 12
