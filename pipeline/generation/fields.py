@@ -815,9 +815,18 @@ def _law_match(text: str) -> re.Match[str] | None:
     return _LAW_SENTENCE.search(text) or _LAW_SUBJECT.search(text)
 
 
+_PLACEHOLDER = re.compile(r"\[[^\]]*\]|_{3,}|\b(?:fill\s+in|insert|to\s+be\s+(?:agreed|confirmed))\b", re.IGNORECASE)
+
+
+def _filled(value: str | None) -> str | None:
+    """None for a template blank ("[Fill in state]", "____", "[insert jurisdiction]"): not a jurisdiction."""
+    return None if value is None or _PLACEHOLDER.search(value) else value
+
+
 def _governing_law(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, int | None]:
     for label, value, index in cells:
-        if re.search(r"(?i)governing\s+law|applicable\s+law|law\b", label) and canonical_law(value):
+        if re.search(r"(?i)governing\s+law|applicable\s+law|law\b", label) and canonical_law(value) and \
+                _filled(value):
             return _display_law(value), index
     for s in sentences:
         m = _law_match(s.text)
@@ -827,7 +836,7 @@ def _governing_law(sentences: list[_Sentence], cells: list[tuple[str, str, int]]
                 return "England and Wales", s.segment
             if re.fullmatch(r"(?i)scots\s+law", law.strip()):
                 return "Scotland", s.segment
-            shown = _display_law(law)
+            shown = _filled(_display_law(law))
             if shown:
                 return shown, s.segment
     return None, None

@@ -328,3 +328,15 @@ def test_month_to_month_is_open_ended_unless_a_fixed_period_comes_first() -> Non
     fixed_then_periodic = ("2. TERM. The Lease term is twelve (12) months from June 15, 2026, and thereafter "
                            "continues from month to month.")
     assert extract_from_text(fixed_then_periodic).term_months == 12
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "| Governing Law | [Fill in state] |",
+        "This Agreement is governed by the laws of the State of [insert state], without regard to conflicts.",
+        "This Agreement shall be governed by the laws of ____________.",
+    ],
+)
+def test_a_template_blank_is_not_a_governing_law(text: str) -> None:
+    assert extract_from_text(text).governing_law is None
