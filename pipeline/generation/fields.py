@@ -6,11 +6,14 @@ with the segment each one came from:
 
 - ``parties``: full legal names from the opening recital ("by and between X ... and Y",
   "BETWEEN (1) X ... AND (2) Y", "PARTIES 1 X 2 Y", "BY AND AMONG X - and - Y - and - Z"),
-  else from role lines and cover tables ("Customer: X", "| Supplier | X |"). A name ends
+  else from role lines and cover tables ("Customer: X", "| Supplier | X |"), else from role names
+  defined in the opening ('by Marcus T. Delgado ("Landlord") and Priya Raman ("Tenant")'). Prose
+  after a stray "between" and bare roles of an unfilled template are not names. A name ends
   where its description starts (", a Delaware corporation", "incorporated in", "(company
   number", "whose registered office"). Defined short names ("Acme Holdings Limited (the
   "Supplier")") are collected in ``defined_names`` and resolved when a recital or role line
-  names a party only by its short name.
+  names a party only by its short name; also '(hereinafter referred to as the "Client", which
+  expression ...)' and '- hereinafter "Supplier" -'.
 - ``effective_date`` (ISO): every date in the text is scored by what surrounds it: defined
   as the Effective / Commencement / Start Date, "effective as of", "takes effect on",
   "come into force on", "commence on" beat "dated" / "made on" / "this 3rd day of", which
@@ -23,13 +26,19 @@ with the segment each one came from:
   "Duration" cells of a cover table, or the best-scored sentence saying how long the
   agreement runs ("continue for a period of 12 months", "an initial period of two years",
   "remain in force for eighteen (18) months", "extended for an additional twenty-four (24)
-  months", "Maturity Date means the date that is sixty (60) months after"); "until
-  terminated", "at will", "for as long as" give ``"indefinite"``. Survival, warranty,
+  months", "Maturity Date means the date that is sixty (60) months after", "it lasts for 18
+  months"), or written as dates ("starts on 1 April 2026 and ends on 31 March 2028", an end date
+  after the Effective Date) or an anniversary ("expire on the second (2nd) anniversary"); "until
+  terminated", "at will", "for as long as", "month-to-month" give ``"indefinite"``. Survival, warranty,
   insurance, confidentiality, non-solicitation and renewal periods do not count.
-- ``governing_law``: the jurisdiction of "governed by the law(s) of ..." (``canonical_law``).
+- ``governing_law``: the jurisdiction of "governed by the law(s) of ..." or "the laws of X apply to
+  this agreement" (``canonical_law``); a template blank ("[Fill in state]") is none.
 - ``payment``: the main amount (fee, price, rent, salary, principal, funding, minimum
-  purchase), not a liability cap, insurance limit, late charge, bonus or add-on rate.
-- ``liability_cap``: what aggregate liability "shall not exceed" / "is limited to".
+  purchase), not a liability cap, insurance limit, late charge, bonus or add-on rate; currencies
+  as symbols, codes and "CAD $", amounts also in Indian digit grouping ("INR 4,50,000").
+- ``liability_cap``: what aggregate liability "shall not exceed" / "shall in no case exceed" / "is
+  limited to", "in no event shall ... liability ... exceed", "the most we will pay ... is", read to
+  the end of the sentence (a cross-reference such as "Section 8.2" or "Clause 12." is not an end).
 - ``termination_notice`` and ``termination_notice_days``: the notice to terminate without
   cause (convenience, withdrawal, resignation, break), else to stop a renewal; cure periods
   do not count. Months count 30 days, weeks 7.

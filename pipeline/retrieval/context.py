@@ -4,7 +4,8 @@
 maps over sections when they exceed one prompt), up to ``max_chunks`` per job, beyond
 which chunks are taken round-robin over sections so every section still counts. ``question``/``extract``/``risk``
 (and ``other``) need precision: the best few chunks by dense score, with near-duplicate
-chunks collapsed so the budget is not spent twice on the same words.
+chunks collapsed so the budget is not spent twice on the same words, plus the first chunk of a
+schedule those chunks defer to ("the number of users stated in Schedule 1").
 
 Dense only: a BM25 + dense reciprocal-rank fusion was measured on the dev questions and
 did not raise recall@5 across the corpus (0.83 vs 0.92 dense with the default
