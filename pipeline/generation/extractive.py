@@ -37,6 +37,12 @@ _SKIP_SECTIONS = ("definition", "signature", "in witness", "counterpart", "notic
 _CLAUSE_NUMBER = re.compile(r"^\s*(?:\d+(?:\.\d+)*[a-z]?\.?|\([a-z0-9]+\))\s+")
 
 
+def _fragment(sentence: str) -> bool:
+    """A heading or label ("Term.", "Schedule 1") rather than a sentence. Short is not enough: "It lasts
+    for 18 months." and "Rent is £950 a month." are whole answers."""
+    return len(sentence) < 25 and not (len(sentence.split()) >= 4 and sentence.endswith((".", "!", "?")))
+
+
 def _sentences(chunks: Sequence[ContextChunk]) -> list[tuple[str, ContextChunk]]:
     """Sentences of the chunks' bodies (no header line, no leading clause numbers), deduplicated."""
     seen: set[str] = set()
@@ -45,7 +51,7 @@ def _sentences(chunks: Sequence[ContextChunk]) -> list[tuple[str, ContextChunk]]
         for raw in split_sentences(chunk_body(chunk.text)):
             sentence = _CLAUSE_NUMBER.sub("", " ".join(raw.split()))
             key = sentence.lower()
-            if len(sentence) < 25 or key in seen or sentence.startswith("#"):
+            if _fragment(sentence) or key in seen or sentence.startswith("#"):
                 continue
             seen.add(key)
             out.append((sentence, chunk))

@@ -340,3 +340,10 @@ def test_month_to_month_is_open_ended_unless_a_fixed_period_comes_first() -> Non
 )
 def test_a_template_blank_is_not_a_governing_law(text: str) -> None:
     assert extract_from_text(text).governing_law is None
+
+
+def test_short_sentences_with_a_fact_reach_the_extractive_answer() -> None:
+    from pipeline.generation.extractive import _fragment
+
+    assert not _fragment("It lasts for 18 months.") and not _fragment("Rent is £950 a month.")
+    assert _fragment("Term.") and _fragment("Schedule 1 - Users") and _fragment("2. Fees and Taxes")
