@@ -597,6 +597,25 @@ def _parties(text: str, cells: list[tuple[str, str, int]], segment_of: list[int]
     return [_resolve(p, names) for p in parties], names, source
 
 
+# plain-English and letter agreements define the parties as pronouns, quoted or not: "X (we, us)", "Y (you)"
+_PRONOUN_DEFINED = re.compile(
+    r"\(\s*[\"“']?(?:we|you)[\"”']?(?:\s*(?:,|and|or)\s*[\"“']?(?:us|our|your|yours)[\"”']?)*\s*\)"
+)
+_NAME_TAIL = re.compile(r"(?:[A-Z][\w&'’.-]*)(?:\s+(?:(?:of|and|for|de|&)\s+)?[A-Z][\w&'’.-]*)*\s*$")
+
+
+def _pronoun_parties(text: str) -> list[str]:
+    """'Coralbay Marine Services Pty Ltd (we, us) will maintain the vessels of Saltgrass Aquaculture Pty Ltd
+    (you)': the capitalised name right before each pronoun definition in the opening."""
+    found: list[str] = []
+    for m in _PRONOUN_DEFINED.finditer(text[:3000]):
+        tail = _NAME_TAIL.search(text[max(0, m.start() - 150): m.start()].rstrip())
+        name = tidy_name(tail.group(0)) if tail else ""
+        if name and _plausible_party(name) and name not in found:
+            found.append(name)
+    return found
+
+
 def _defined_role_parties(text: str) -> list[str]:
     """Parties named in the opening by their role without a "between": 'entered into by Marcus T. Delgado
     ("Landlord") and Priya Raman ("Tenant")'. Only role names count ("Landlord", "Supplier"), so other
@@ -606,7 +625,7 @@ def _defined_role_parties(text: str) -> list[str]:
     for short, name in _defined_names(text[:3000]).items():
         if short.lower() in roles and _plausible_party(name) and name not in found:
             found.append(name)
-    return found
+    return found if len(found) >= 2 else _pronoun_parties(text)
 
 
 # --- effective date ---------------------------------------------------------------------------------

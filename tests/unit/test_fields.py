@@ -347,3 +347,13 @@ def test_short_sentences_with_a_fact_reach_the_extractive_answer() -> None:
 
     assert not _fragment("It lasts for 18 months.") and not _fragment("Rent is £950 a month.")
     assert _fragment("Term.") and _fragment("Schedule 1 - Users") and _fragment("2. Fees and Taxes")
+
+
+def test_letter_agreement_parties_defined_as_we_and_you() -> None:
+    letter = (
+        "Dear Ms Achterberg\n\nThis letter records the basis on which Kestrel Ridge Surveys Ltd (we, us, our) will "
+        "survey the sites of Dunmore Quarry Products Limited (you, your).\n\n1. Fees. You will pay us £4,800."
+    )
+    assert extract_from_text(letter).parties == ["Kestrel Ridge Surveys Ltd", "Dunmore Quarry Products Limited"]
+    quoted = "Terms agreed by Halden & Roe LLP (\"we\" or \"us\") with Marta Ilves (\"you\")."
+    assert extract_from_text(quoted).parties == ["Halden & Roe LLP", "Marta Ilves"]
