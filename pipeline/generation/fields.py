@@ -455,15 +455,26 @@ def _split_line(line: str) -> list[str]:
     return pieces
 
 
+def _label_value_pairs(line: str) -> list[tuple[str, str]]:
+    """(label, value) pairs of a table line. Chunking joins a table's rows into one line ("| Date | 1 May
+    2026 | | Term | 12 months |"), so rows are split at "| |" first: pairing the cells of the whole line
+    would shift every pair by one after a header with an empty cell ("| Particulars | |")."""
+    pairs: list[tuple[str, str]] = []
+    for row in re.split(r"\|\s*\|", line.strip()):
+        cells = [c.strip() for c in _CELL_SPLIT.split(row.strip()) if c.strip()]
+        cells = [c for c in cells if not re.fullmatch(r"-{2,}|:?-+:?", c)]
+        pairs.extend(zip(cells[::2], cells[1::2], strict=False))
+    return pairs
+
+
 def _cells(segments: Sequence[tuple[str, str]]) -> list[tuple[str, str, int]]:
     """(label, value, segment) from table rows ("| Label | Value |") and "Label: value" lines."""
     out = []
     for index, (_, text) in enumerate(segments):
         for line in text.splitlines():
             if line.count("|") >= 2:
-                cells = [c for c in _CELL_SPLIT.split(line.strip()) if c and not re.fullmatch(r"-{2,}|:?-+:?", c)]
-                for label, value in zip(cells[::2], cells[1::2], strict=False):
-                    out.append((label.strip(), value.strip(), index))
+                for label, value in _label_value_pairs(line):
+                    out.append((label, value, index))
                     # a "Parties" cell may hold "Landlord: X. Tenant: Y"
                     for sub in re.finditer(rf"\b({_ROLE_WORDS})\s*:\s*([^:]+?)(?=\s+(?:{_ROLE_WORDS})\s*:|$)", value):
                         out.append((sub.group(1), sub.group(2).strip(), index))

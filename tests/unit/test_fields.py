@@ -357,3 +357,12 @@ def test_letter_agreement_parties_defined_as_we_and_you() -> None:
     assert extract_from_text(letter).parties == ["Kestrel Ridge Surveys Ltd", "Dunmore Quarry Products Limited"]
     quoted = "Terms agreed by Halden & Roe LLP (\"we\" or \"us\") with Marta Ilves (\"you\")."
     assert extract_from_text(quoted).parties == ["Halden & Roe LLP", "Marta Ilves"]
+
+
+def test_a_table_flattened_into_one_line_after_a_header_with_an_empty_cell() -> None:
+    flattened = ("| Key terms | | | Landlord | Harbour Row Estates Limited | | Tenant | Idris Mahmoud | | Term | "
+                 "6 months from 1 October 2026 | | Rent | £980 per calendar month |")
+    fields = extract_from_text(flattened)
+    assert fields.parties == ["Harbour Row Estates Limited", "Idris Mahmoud"]
+    assert fields.term_months == 6
+    assert fields.payment == "£980 per calendar month"
