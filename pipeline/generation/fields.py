@@ -834,8 +834,8 @@ def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]], *, dayf
 
 # --- governing law --------------------------------------------------------------------------------------
 _LAW_SENTENCE = re.compile(
-    r"(?i)(?:governed\s+by|construed\s+(?:and\s+enforced\s+)?in\s+accordance\s+with|subject\s+to)\s+"
-    r"(?:and\s+(?:construed|interpreted)\s+in\s+accordance\s+with\s+)?(?P<law>(?:the\s+)?(?:substantive\s+|internal\s+)?"
+    r"(?i)(?:governed\s+by|construed\s+(?:and\s+enforced\s+)?(?:in\s+accordance\s+with|under)|subject\s+to)\s+"
+    r"(?:and\s+(?:construed|interpreted|enforced)\s+(?:in\s+accordance\s+with|under)\s+)?(?P<law>(?:the\s+)?(?:substantive\s+|internal\s+)?"
     r"laws?\s+(?:of|in\s+force\s+in)\s+[^;.]{2,120}|(?:English|Scots|[A-Z][a-z]+)\s+law)",
 )
 
@@ -980,8 +980,8 @@ def _liability_cap(sentences: list[_Sentence], cells: list[tuple[str, str, int]]
 
 # --- termination notice -----------------------------------------------------------------------------------
 _NOTICE_TRIGGER = re.compile(
-    r"(?i)terminat|non-?renewal|withdraw|resign|break\s+(?:date|option|clause|notice)|cancel|end\s+(?:this|the)\s+"
-    r"(?:agreement|lease|engagement)",
+    r"(?i)terminat|non-?renewal|withdraw|resign|break\s+(?:date|option|clause|notice)|cancel|end\s+(?:this|the|your|"
+    r"our)\s+(?:agreement|lease|engagement|tenancy|contract|employment|licen[cs]e|subscription|arrangement)",
 )
 _NOTICE_BAD = re.compile(
     r"(?i)\bcure[ds]?\b|remed|breach|suspend|audit|sub-?processor|prepay|publication|insolv|"

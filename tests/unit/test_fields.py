@@ -366,3 +366,14 @@ def test_a_table_flattened_into_one_line_after_a_header_with_an_empty_cell() -> 
     assert fields.parties == ["Harbour Row Estates Limited", "Idris Mahmoud"]
     assert fields.term_months == 6
     assert fields.payment == "£980 per calendar month"
+
+
+def test_law_construed_under_and_notice_to_end_a_tenancy() -> None:
+    law = "This Agreement shall be governed by and construed under the internal laws of the State of Oregon."
+    assert extract_from_text(law).governing_law == "Oregon"
+    assert extract_from_text("This Deed is construed under the laws of Ireland.").governing_law == "Ireland"
+    notice = ("The Tenant may end the tenancy after the first six months by giving the Landlord at least two "
+              "months' notice in writing.")
+    assert extract_from_text(notice).termination_notice_days == 60
+    assert extract_from_text("You may end your subscription by giving us 14 days' notice.").termination_notice_days \
+        == 14
