@@ -646,7 +646,7 @@ _STRONG_BEFORE = re.compile(
     rf"(?:effective(?:\s+(?:as\s+of|on|from))?(?:\s+the)?|(?:take|takes|took)\s+effect\s+(?:on|from|as\s+of)|"
     rf"come\s+into\s+(?:force|effect)\s+on|comes\s+into\s+(?:force|effect)\s+on|enter(?:s)?\s+into\s+force\s+on|"
     rf"commenc(?:e|es|ing|ed)\s+(?:on|from)|begin(?:s|ning)?\s+on|start(?:s|ing)?\s+on|"
-    rf"{_START_TERMS}[\"”]?\s*(?:means|shall\s+(?:mean|be)|is|:|\|)?)\s*$",
+    rf"{_START_TERMS}[\"”]?\s*(?:means|shall\s+(?:mean|be)|will\s+be|is(?:\s+to\s+be)?|:|\|)?)\s*$",
     re.IGNORECASE,
 )
 _STRONG_AFTER = re.compile(rf"^\s*,?\s*\((?:the|this)\s+[\"“]?{_START_TERMS}[\"”]?\)", re.IGNORECASE)

@@ -377,3 +377,9 @@ def test_law_construed_under_and_notice_to_end_a_tenancy() -> None:
     assert extract_from_text(notice).termination_notice_days == 60
     assert extract_from_text("You may end your subscription by giving us 14 days' notice.").termination_notice_days \
         == 14
+
+
+def test_a_start_date_that_will_be_beats_the_letter_date() -> None:
+    letter = ("October 2, 2026\n\nDear Ms Osei,\n\nWe are pleased to offer you the position of Analyst. Your start "
+              "date will be November 2, 2026.")
+    assert extract_from_text(letter).effective_date == "2026-11-02"
