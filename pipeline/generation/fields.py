@@ -627,6 +627,26 @@ def _pronoun_parties(text: str) -> list[str]:
     return found
 
 
+_DEAR = re.compile(
+    r"(?m)^\s*Dear\s+(?:(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s+)?([A-Z][\w'’-]+(?:\s+[A-Z][\w'’.-]+)+)\s*[,:]?\s*$"
+)
+
+
+def _letter_parties(text: str, defined: list[str]) -> list[str]:
+    """An offer or engagement letter: the sender, by its defined role ("Quarrystone Analytics LLC (the
+    "Company")") or the company on the letterhead, and the addressee of "Dear Amara Osei," (a full name: a
+    first name alone or "Sir or Madam" is not one)."""
+    dear = _DEAR.search(text[:3000])
+    if dear is None or re.search(r"(?i)\bsir\b|\bmadam\b", dear.group(1)):
+        return []
+    sender = defined[0] if defined else None
+    if sender is None:
+        head = _COMPANY_SUFFIX.search(text[: dear.start()])
+        line = text[text.rfind("\n", 0, head.start()) + 1: head.end()] if head else ""
+        sender = tidy_name(line) if line else None
+    return [sender, dear.group(1)] if sender and _plausible_party(sender) else []
+
+
 def _defined_role_parties(text: str) -> list[str]:
     """Parties named in the opening by their role without a "between": 'entered into by Marcus T. Delgado
     ("Landlord") and Priya Raman ("Tenant")'. Only role names count ("Landlord", "Supplier"), so other
@@ -636,7 +656,9 @@ def _defined_role_parties(text: str) -> list[str]:
     for short, name in _defined_names(text[:3000]).items():
         if short.lower() in roles and _plausible_party(name) and name not in found:
             found.append(name)
-    return found if len(found) >= 2 else _pronoun_parties(text)
+    if len(found) >= 2:
+        return found
+    return _pronoun_parties(text) or _letter_parties(text, found)
 
 
 # --- effective date ---------------------------------------------------------------------------------

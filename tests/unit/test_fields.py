@@ -383,3 +383,13 @@ def test_a_start_date_that_will_be_beats_the_letter_date() -> None:
     letter = ("October 2, 2026\n\nDear Ms Osei,\n\nWe are pleased to offer you the position of Analyst. Your start "
               "date will be November 2, 2026.")
     assert extract_from_text(letter).effective_date == "2026-11-02"
+
+
+def test_offer_letter_parties_are_the_sender_and_the_addressee() -> None:
+    defined = ("12 May 2026\n\nDear Mr Tomasz Wielgosz,\n\nBramblecote Foods Limited (the \"Employer\") offers you "
+               "the role of Shift Manager. Your salary will be £38,500 per year.")
+    assert extract_from_text(defined).parties == ["Bramblecote Foods Limited", "Tomasz Wielgosz"]
+    letterhead = ("Veltro Dynamics Inc.\n200 Front Street, Toronto\n\nDear Lena Hu:\n\nWe are pleased to offer you "
+                  "employment as a Controls Engineer starting on June 1, 2026.")
+    assert extract_from_text(letterhead).parties == ["Veltro Dynamics Inc.", "Lena Hu"]
+    assert extract_from_text("Dear Sir or Madam,\n\nAcme Ltd (the \"Company\") writes to you.").parties == []
