@@ -7,7 +7,8 @@ with the segment each one came from:
 - ``parties``: full legal names from the opening recital ("by and between X ... and Y",
   "BETWEEN (1) X ... AND (2) Y", "PARTIES 1 X 2 Y", "BY AND AMONG X - and - Y - and - Z"),
   else from role lines and cover tables ("Customer: X", "| Supplier | X |"), else from role names
-  defined in the opening ('by Marcus T. Delgado ("Landlord") and Priya Raman ("Tenant")'). Prose
+  defined in the opening ('by Marcus T. Delgado ("Landlord") and Priya Raman ("Tenant")', "X (we, us)
+  ... Y (you)"), else a letter's sender and its "Dear Full Name," addressee. Prose
   after a stray "between" and bare roles of an unfilled template are not names. A name ends
   where its description starts (", a Delaware corporation", "incorporated in", "(company
   number", "whose registered office"). Defined short names ("Acme Holdings Limited (the
@@ -16,7 +17,7 @@ with the segment each one came from:
   expression ...)' and '- hereinafter "Supplier" -'.
 - ``effective_date`` (ISO): every date in the text is scored by what surrounds it: defined
   as the Effective / Commencement / Start Date, "effective as of", "takes effect on",
-  "come into force on", "commence on" beat "dated" / "made on" / "this 3rd day of", which
+  "come into force on", "commence on", "your start date will be" beat "dated" / "made on" / "this 3rd day of", which
   beat nothing; a date that names another document ("dated 2 March 2021 (the "Main
   Agreement")"), one in a WHEREAS recital, a signature line ("Signed", "Date:") or an
   expiry ("ending on", "no later than") counts against. Dates: "1 February 2025",
@@ -31,7 +32,7 @@ with the segment each one came from:
   after the Effective Date) or an anniversary ("expire on the second (2nd) anniversary"); "until
   terminated", "at will", "for as long as", "month-to-month" give ``"indefinite"``. Survival, warranty,
   insurance, confidentiality, non-solicitation and renewal periods do not count.
-- ``governing_law``: the jurisdiction of "governed by the law(s) of ..." or "the laws of X apply to
+- ``governing_law``: the jurisdiction of "governed by / construed under the law(s) of ..." or "the laws of X apply to
   this agreement" (``canonical_law``); a template blank ("[Fill in state]") is none.
 - ``payment``: the main amount (fee, price, rent, salary, principal, funding, minimum
   purchase), not a liability cap, insurance limit, late charge, bonus or add-on rate; currencies
