@@ -36,6 +36,12 @@ WORD_NUMBERS = {
     "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
 }  # fmt: skip
 
+#: ordinals written as words, as anniversaries are ("the second (2nd) anniversary").
+ORDINAL_WORDS = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+    "ninth": 9, "tenth": 10, "fifteenth": 15, "twentieth": 20, "twenty-fifth": 25,
+}  # fmt: skip
+
 
 def month_number(name: str) -> int:
     """1-12 for a month name or abbreviation ("Feb.", "Sept", "september"); KeyError otherwise."""

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.generation.fields import extract_fields
+from pipeline.generation.fields import MONEY_RE, durations, extract_fields, numbers
 from pipeline.retrieval.chunking import chunk_body
+from pipeline.retrieval.context import SCHEDULE_REFERENCE, in_section
 from pipeline.retrieval.embeddings import Embedder
 from pipeline.text import split_sentences
 from schemas import Answer, Completion, ContextChunk, ContractSummary, Intent, RetrievalResult
@@ -36,6 +37,12 @@ _SKIP_SECTIONS = ("definition", "signature", "in witness", "counterpart", "notic
 _CLAUSE_NUMBER = re.compile(r"^\s*(?:\d+(?:\.\d+)*[a-z]?\.?|\([a-z0-9]+\))\s+")
 
 
+def _fragment(sentence: str) -> bool:
+    """A heading or label ("Term.", "Schedule 1") rather than a sentence. Short is not enough: "It lasts
+    for 18 months." and "Rent is £950 a month." are whole answers."""
+    return len(sentence) < 25 and not (len(sentence.split()) >= 4 and sentence.endswith((".", "!", "?")))
+
+
 def _sentences(chunks: Sequence[ContextChunk]) -> list[tuple[str, ContextChunk]]:
     """Sentences of the chunks' bodies (no header line, no leading clause numbers), deduplicated."""
     seen: set[str] = set()
@@ -44,7 +51,7 @@ def _sentences(chunks: Sequence[ContextChunk]) -> list[tuple[str, ContextChunk]]
         for raw in split_sentences(chunk_body(chunk.text)):
             sentence = _CLAUSE_NUMBER.sub("", " ".join(raw.split()))
             key = sentence.lower()
-            if len(sentence) < 25 or key in seen or sentence.startswith("#"):
+            if _fragment(sentence) or key in seen or sentence.startswith("#"):
                 continue
             seen.add(key)
             out.append((sentence, chunk))
@@ -54,6 +61,45 @@ def _sentences(chunks: Sequence[ContextChunk]) -> list[tuple[str, ContextChunk]]
 def _risk_score(sentence: str) -> int:
     low = sentence.lower()
     return sum(weight for word, weight in _RISK_WORDS.items() if word in low)
+
+
+_ASKS_PERCENT = re.compile(
+    r"(?i)\b(?:split|shar(?:e|ed|es|ing)|proportions?|percentages?|divid(?:e|ed|es)|discounts?|interest\s+rate)\b"
+)
+_STATES_PERCENT = re.compile(r"(?i)%|\bper\s?cent\b")
+_ASKS_COUNT = re.compile(r"(?i)\bhow\s+many\b")
+_ASKS_MONEY = re.compile(r"(?i)\bhow\s+much\b|\bcharge[sd]?\b|\b(?:fee|price|cost|rent|salary)s?\b")
+_ASKS_DURATION = re.compile(r"(?i)\bhow\s+(?:long|soon|quickly|fast)\b|\bwithin\s+how\b")
+
+
+def _answer_type_bonus(question: str, sentence: str) -> float:
+    """Small credit for a sentence stating the kind of fact the question asks for: a percentage for "how is
+    it split" / "what discount", a number for "how many", an amount for "how much" / "what is charged", a
+    duration for "how soon". On embeddings alone, sentences about the same subject that lack the fact
+    ("may exceed the limit without charge", "the Funding is payable annually") outrank the answer."""
+    asked_and_stated = (
+        (_ASKS_PERCENT, bool(_STATES_PERCENT.search(sentence))),
+        (_ASKS_COUNT, bool(numbers(sentence))),
+        (_ASKS_MONEY, bool(MONEY_RE.search(sentence))),
+        (_ASKS_DURATION, bool(durations(sentence))),
+    )
+    return 0.04 * sum(1 for asks, stated in asked_and_stated if stated and asks.search(question))
+
+
+def _followed_references(
+    picked: Sequence[tuple[str, ContextChunk]], sentences: Sequence[tuple[str, ContextChunk]], scores: np.ndarray
+) -> list[int]:
+    """For a picked sentence that leaves the fact to a schedule ("for the number of concurrent users stated in
+    Schedule 1"), the best-scored sentence of that schedule, when the context holds it."""
+    out: list[int] = []
+    for sentence, _ in picked:
+        for m in SCHEDULE_REFERENCE.finditer(sentence):
+            inside = [i for i, (_, chunk) in enumerate(sentences) if in_section(chunk.section, m.group("label"))]
+            if inside:
+                best = max(inside, key=lambda i: float(scores[i]))
+                if best not in out and sentences[best][0] not in [s for s, _ in picked]:
+                    out.append(best)
+    return out
 
 
 class ExtractiveGenerator:
@@ -154,10 +200,12 @@ class ExtractiveGenerator:
         )
         vectors = self._embedder.embed([s for s, _ in sentences])
         scores = vectors @ query
+        if not risk:
+            scores = scores + np.array([_answer_type_bonus(question, s) for s, _ in sentences], dtype=np.float32)
         if risk:
             scores = scores + 0.05 * np.array([min(_risk_score(s), 6) for s, _ in sentences], dtype=np.float32)
-        order = np.argsort(-scores)[:top]
-        chosen = sorted(order.tolist())  # keep document order for readability
+        order = np.argsort(-scores)[:top].tolist()
+        chosen = sorted(order + _followed_references([sentences[i] for i in order], sentences, scores))
         return Answer(
             answer=" ".join(sentences[i][0] for i in chosen),
             citations=list(dict.fromkeys(sentences[i][1].chunk_id for i in chosen)),

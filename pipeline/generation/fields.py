@@ -6,14 +6,18 @@ with the segment each one came from:
 
 - ``parties``: full legal names from the opening recital ("by and between X ... and Y",
   "BETWEEN (1) X ... AND (2) Y", "PARTIES 1 X 2 Y", "BY AND AMONG X - and - Y - and - Z"),
-  else from role lines and cover tables ("Customer: X", "| Supplier | X |"). A name ends
+  else from role lines and cover tables ("Customer: X", "| Supplier | X |"), else from role names
+  defined in the opening ('by Marcus T. Delgado ("Landlord") and Priya Raman ("Tenant")', "X (we, us)
+  ... Y (you)"), else a letter's sender and its "Dear Full Name," addressee. Prose
+  after a stray "between" and bare roles of an unfilled template are not names. A name ends
   where its description starts (", a Delaware corporation", "incorporated in", "(company
   number", "whose registered office"). Defined short names ("Acme Holdings Limited (the
   "Supplier")") are collected in ``defined_names`` and resolved when a recital or role line
-  names a party only by its short name.
+  names a party only by its short name; also '(hereinafter referred to as the "Client", which
+  expression ...)' and '- hereinafter "Supplier" -'.
 - ``effective_date`` (ISO): every date in the text is scored by what surrounds it: defined
   as the Effective / Commencement / Start Date, "effective as of", "takes effect on",
-  "come into force on", "commence on" beat "dated" / "made on" / "this 3rd day of", which
+  "come into force on", "commence on", "your start date will be" beat "dated" / "made on" / "this 3rd day of", which
   beat nothing; a date that names another document ("dated 2 March 2021 (the "Main
   Agreement")"), one in a WHEREAS recital, a signature line ("Signed", "Date:") or an
   expiry ("ending on", "no later than") counts against. Dates: "1 February 2025",
@@ -23,13 +27,19 @@ with the segment each one came from:
   "Duration" cells of a cover table, or the best-scored sentence saying how long the
   agreement runs ("continue for a period of 12 months", "an initial period of two years",
   "remain in force for eighteen (18) months", "extended for an additional twenty-four (24)
-  months", "Maturity Date means the date that is sixty (60) months after"); "until
-  terminated", "at will", "for as long as" give ``"indefinite"``. Survival, warranty,
+  months", "Maturity Date means the date that is sixty (60) months after", "it lasts for 18
+  months"), or written as dates ("starts on 1 April 2026 and ends on 31 March 2028", an end date
+  after the Effective Date) or an anniversary ("expire on the second (2nd) anniversary"); "until
+  terminated", "at will", "for as long as", "month-to-month" give ``"indefinite"``. Survival, warranty,
   insurance, confidentiality, non-solicitation and renewal periods do not count.
-- ``governing_law``: the jurisdiction of "governed by the law(s) of ..." (``canonical_law``).
+- ``governing_law``: the jurisdiction of "governed by / construed under the law(s) of ..." or "the laws of X apply to
+  this agreement" (``canonical_law``); a template blank ("[Fill in state]") is none.
 - ``payment``: the main amount (fee, price, rent, salary, principal, funding, minimum
-  purchase), not a liability cap, insurance limit, late charge, bonus or add-on rate.
-- ``liability_cap``: what aggregate liability "shall not exceed" / "is limited to".
+  purchase), not a liability cap, insurance limit, late charge, bonus or add-on rate; currencies
+  as symbols, codes and "CAD $", amounts also in Indian digit grouping ("INR 4,50,000").
+- ``liability_cap``: what aggregate liability "shall not exceed" / "shall in no case exceed" / "is
+  limited to", "in no event shall ... liability ... exceed", "the most we will pay ... is", read to
+  the end of the sentence (a cross-reference such as "Section 8.2" or "Clause 12." is not an end).
 - ``termination_notice`` and ``termination_notice_days``: the notice to terminate without
   cause (convenience, withdrawal, resignation, break), else to stop a renewal; cure periods
   do not count. Months count 30 days, weeks 7.
@@ -46,7 +56,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
-from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, WORD_NUMBERS, month_number
+from pipeline.text import split_sentences
+from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, ORDINAL_WORDS, WORD_NUMBERS, month_number
 
 TermMonths = int | Literal["indefinite"]
 
@@ -65,22 +76,40 @@ DURATION_RE = re.compile(
     rf"(?P<wordonly>{_NUMBER_WORD}|an?))[\s-]*(?:\((?:\d+)\)\s*)?(?:calendar\s+)?{_UNIT}(?:['’]s?)?(?![a-z])",
     re.IGNORECASE,
 )
-_CURRENCY = r"(?:USD|EUR|GBP|CAD|AUD|CHF|SEK|US\$|C\$|A\$|\$|£|€)"
+# "CAD $320,000" and "INR 4,50,000" (Indian digit grouping) as well as "$", "£", "EUR"
+_CURRENCY = (
+    r"(?:(?:USD|CAD|AUD|NZD|SGD|HKD)\s?\$|NZ\$|S\$|HK\$|USD|EUR|GBP|CAD|AUD|NZD|SGD|HKD|CHF|SEK|NOK|DKK|INR|JPY|"
+    r"(?<![a-z])Rs\.?|US\$|C\$|A\$|\$|£|€|₹|¥)"
+)
+_AMOUNT = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,2}(?:,\d{2})+,\d{3}(?:\.\d+)?|\d+(?:\.\d+)?"
 MONEY_RE = re.compile(
-    rf"(?P<cur>{_CURRENCY})\s?(?P<amount>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?)(?:\s?(?P<mult>million|m)\b)?"
-    rf"|(?P<amount2>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|\d+(?:\.\d+)?)\s?(?P<cur2>USD|EUR|GBP|CAD|euros?|dollars|pounds)\b",
+    rf"(?P<cur>{_CURRENCY})\s?(?P<amount>{_AMOUNT})(?:\s?(?P<mult>million|m)\b)?"
+    rf"|(?P<amount2>{_AMOUNT})\s?(?P<cur2>USD|EUR|GBP|CAD|AUD|INR|euros?|dollars|pounds|rupees)\b",
     re.IGNORECASE,
 )
 _CURRENCY_CODES = {
-    "$": "USD", "us$": "USD", "usd": "USD", "dollars": "USD", "£": "GBP", "gbp": "GBP", "pounds": "GBP",
-    "€": "EUR", "eur": "EUR", "euro": "EUR", "euros": "EUR", "cad": "CAD", "c$": "CAD", "aud": "AUD",
-    "a$": "AUD", "chf": "CHF", "sek": "SEK",
+    "$": "USD", "us$": "USD", "usd": "USD", "usd$": "USD", "dollars": "USD", "£": "GBP", "gbp": "GBP",
+    "pounds": "GBP", "€": "EUR", "eur": "EUR", "euro": "EUR", "euros": "EUR", "cad": "CAD", "c$": "CAD",
+    "cad$": "CAD", "aud": "AUD", "a$": "AUD", "aud$": "AUD", "nzd": "NZD", "nz$": "NZD", "nzd$": "NZD",
+    "sgd": "SGD", "s$": "SGD", "sgd$": "SGD", "hkd": "HKD", "hk$": "HKD", "hkd$": "HKD", "chf": "CHF",
+    "sek": "SEK", "nok": "NOK", "dkk": "DKK", "inr": "INR", "rs": "INR", "rs.": "INR", "₹": "INR",
+    "rupees": "INR", "jpy": "JPY", "¥": "JPY",
 }
 
+
+def _currency_code(symbol: str) -> str | None:
+    """ISO code of a currency as written ("CAD $" and "CAD$" alike)."""
+    return _CURRENCY_CODES.get(re.sub(r"\s+", "", symbol.lower()))
+
+
 # a defined name in parentheses: ("Quillon"), (the "Supplier"), ("Sundqvist" or the "Principal")
+# Indian and Commonwealth drafting: (hereinafter referred to as the "Client", which expression shall ... include
+# its successors), (hereinafter the "Developer"), (hereinafter called "X")
+# and German drafting between dashes: Hollbach GmbH, Stuttgart - hereinafter "Supplier" -
 _DEFINED = re.compile(
-    r"\(\s*(?:the\s+|each\s+|together\s+)?[\"“']([^\"”'()]{1,60})[\"”'](?:\s*(?:or|and)\s+(?:the\s+)?[\"“']([^\"”'()]{1,60})[\"”'])?"
-    r"\s*\)",
+    r"(?:\(|(?<=\s)[-–](?=\s*hereinafter))\s*(?:hereinafter\s+|herein\s+|hereafter\s+)?(?:(?:referred\s+to\s+as|called|defined\s+as|known\s+as)\s+)?"
+    r"(?:the\s+|each\s+|together\s+)?[\"“']([^\"”'()]{1,60})[\"”'](?:\s*(?:or|and)\s+(?:the\s+)?[\"“']([^\"”'()]{1,60})[\"”'])?"
+    r"(?:\s*,\s*which\s+expression[^()]{0,300})?\s*[)\-–]",
     re.IGNORECASE,
 )
 _NOT_A_PARTY = re.compile(
@@ -101,7 +130,9 @@ _NAME_END = re.compile(
     r",\s*(?:an?|the)\s|,\s*(?:incorporated|registered|organi[sz]ed|having|whose|with|of|at|acting|company|"
     r"registration|reg\.|a\s)|\s+\((?:company|registration|registered|reg\.|hrb|kvk|crn|no\.|number|abn|acn|"
     r"organisation|organization)|\s+(?:a\s+company|a\s+corporation|incorporated|registered|whose|having|of\s+\d|"
-    r"residing)\b|\s+\(|,\s*\d|\s+-\s+|\s+of\s+(?=\d)",
+    r"residing)\b|\s+\(|,\s*\d|\s+-\s+|\s+of\s+(?=\d)|"
+    # a European street address after the name: ", Storgata 1", ", Industriestraße 12"
+    r",\s*[A-ZÄÖÜÅ][\w.'-]+\s+\d{1,4}[a-z]?(?:,|\s*$)",
     re.IGNORECASE,
 )
 _SUFFIX_CASE = {
@@ -117,7 +148,8 @@ _HEADING_LINE = re.compile(
 )
 _COMPANY_SUFFIX = re.compile(
     r",?\s+(?:LLC|L\.L\.C\.|LLP|LP|L\.P\.|Inc\.?|Incorporated|Corp\.?|Corporation|Ltd\.?|Limited|plc|PLC|GmbH|AG|"
-    r"B\.V\.|BV|N\.V\.|NV|AB|S\.A\.|SA|SAS|S\.r\.l\.|Pty\s+Ltd|N\.A\.|ULC|Oy|A/S|KG|SE)(?=$|[\s,;(])",
+    r"B\.V\.|BV|N\.V\.|NV|AB|S\.A\.|SA|SAS|S\.r\.l\.|Pty\s+Ltd|N\.A\.|ULC|Oy|A/S|ASA|KG|SE|S\.p\.A\.|SpA|"
+    r"S\.L\.|SARL|Pte\.?\s+Ltd)(?=$|[\s,;(])",
     re.IGNORECASE,
 )
 
@@ -285,7 +317,7 @@ def currency_of(text: str | None) -> str | None:
     m = MONEY_RE.search(text or "")
     if m is None:
         return None
-    return _CURRENCY_CODES.get((m.group("cur") or m.group("cur2") or "").lower())
+    return _currency_code(m.group("cur") or m.group("cur2") or "")
 
 
 def money_amounts(text: str | None) -> list[tuple[float, str | None]]:
@@ -294,7 +326,7 @@ def money_amounts(text: str | None) -> list[tuple[float, str | None]]:
         amount = float((m.group("amount") or m.group("amount2")).replace(",", ""))
         if m.group("mult"):
             amount *= 1_000_000
-        out.append((amount, _CURRENCY_CODES.get((m.group("cur") or m.group("cur2") or "").lower())))
+        out.append((amount, _currency_code(m.group("cur") or m.group("cur2") or "")))
     return out
 
 
@@ -406,11 +438,34 @@ def _sentences(segments: Sequence[tuple[str, str]]) -> list[_Sentence]:
         for line in text.splitlines():
             if line.count("|") >= 2:
                 continue  # tables are read as cells
-            for piece in re.split(r"(?<=[.;])\s+(?=[A-Z(\"“])", line):
-                piece = piece.strip()
-                if piece:
-                    out.append(_Sentence(piece, section, index))
+            for piece in _split_line(line):
+                out.append(_Sentence(piece, section, index))
     return out
+
+
+def _split_line(line: str) -> list[str]:
+    """The sentences (and semicolon clauses) of one line.
+
+    Uses the shared ``split_sentences`` so that a cross-reference ("Section 8.2", "under
+    Clause 12. the"), an abbreviation ("Art. 9", "U.S. $", "Acme Inc. (the") or a decimal
+    does not end a sentence: a value read to the sentence end would be cut there.
+    """
+    pieces: list[str] = []
+    for sentence in split_sentences(line):
+        pieces.extend(p.strip() for p in re.split(r"(?<=;)\s+(?=[A-Z(\"“])", sentence) if p.strip())
+    return pieces
+
+
+def _label_value_pairs(line: str) -> list[tuple[str, str]]:
+    """(label, value) pairs of a table line. Chunking joins a table's rows into one line ("| Date | 1 May
+    2026 | | Term | 12 months |"), so rows are split at "| |" first: pairing the cells of the whole line
+    would shift every pair by one after a header with an empty cell ("| Particulars | |")."""
+    pairs: list[tuple[str, str]] = []
+    for row in re.split(r"\|\s*\|", line.strip()):
+        cells = [c.strip() for c in _CELL_SPLIT.split(row.strip()) if c.strip()]
+        cells = [c for c in cells if not re.fullmatch(r"-{2,}|:?-+:?", c)]
+        pairs.extend(zip(cells[::2], cells[1::2], strict=False))
+    return pairs
 
 
 def _cells(segments: Sequence[tuple[str, str]]) -> list[tuple[str, str, int]]:
@@ -419,9 +474,8 @@ def _cells(segments: Sequence[tuple[str, str]]) -> list[tuple[str, str, int]]:
     for index, (_, text) in enumerate(segments):
         for line in text.splitlines():
             if line.count("|") >= 2:
-                cells = [c for c in _CELL_SPLIT.split(line.strip()) if c and not re.fullmatch(r"-{2,}|:?-+:?", c)]
-                for label, value in zip(cells[::2], cells[1::2], strict=False):
-                    out.append((label.strip(), value.strip(), index))
+                for label, value in _label_value_pairs(line):
+                    out.append((label, value, index))
                     # a "Parties" cell may hold "Landlord: X. Tenant: Y"
                     for sub in re.finditer(rf"\b({_ROLE_WORDS})\s*:\s*([^:]+?)(?=\s+(?:{_ROLE_WORDS})\s*:|$)", value):
                         out.append((sub.group(1), sub.group(2).strip(), index))
@@ -488,7 +542,8 @@ def _defined_names(text: str) -> dict[str, str]:
     names: dict[str, str] = {}
     for m in _DEFINED.finditer(text):
         before = text[max(0, m.start() - 250): m.start()]
-        before = re.split(r"[\n;]|\bbetween\b|\band\b(?=\s+[A-Z])|\.\s", before)[-1]
+        # the name starts after "between", "and", "by" or the previous sentence (not at an initial: "Marcus T.")
+        before = re.split(r"[\n;]|\bbetween\b|\b(?:and|by)\b(?=\s+[A-Z])|(?<!\b[A-Z])\.\s", before)[-1]
         name = tidy_name(before.strip(" ,"))
         if not name or not re.search(r"[A-Z]", name):
             continue
@@ -503,10 +558,29 @@ def _resolve(name: str, names: dict[str, str]) -> str:
     return names.get(key, name)
 
 
+_GENERIC_PARTY = re.compile(
+    rf"(?i)(?:{_ROLE_WORDS}|Subcontractor|Sub-?processor|Affiliate|Licensor|Party|Parties|Disclosing\s+Party|"
+    rf"Receiving\s+Party)s?"
+)
+_CLAUSE_WORDS = re.compile(r"\b(?:is|are|shall|will|may|must|where|which|who|retains|owns|supersedes|agrees?|has)\b")
+
+
+def _plausible_party(name: str) -> bool:
+    """Is this a party's name rather than prose caught after a stray "between" ("As between the parties,
+    Customer retains ...") or a bare role ("Provider" in a template with no names filled in)?"""
+    bare = re.sub(r"^the\s+", "", name.strip(), flags=re.IGNORECASE)
+    if not bare or not (bare[0].isupper() or bare[0].isdigit()):
+        return False
+    if len(bare.split()) > 12 or _CLAUSE_WORDS.search(bare):
+        return False
+    return not _GENERIC_PARTY.fullmatch(bare)
+
+
 def _parties(text: str, cells: list[tuple[str, str, int]], segment_of: list[int]) -> tuple[list[str], dict[str, str],
                                                                                             int | None]:
     names = _defined_names(text)
     parties, recital_names = _recital_parties(text)
+    parties = [p for p in parties if _plausible_party(p)]
     names.update(recital_names)
     source = None
     if len(parties) >= 2:
@@ -517,19 +591,75 @@ def _parties(text: str, cells: list[tuple[str, str, int]], segment_of: list[int]
     for label, value, index in cells:
         if re.fullmatch(rf"(?i)(?:the\s+)?(?:{_ROLE_WORDS})(?:\s+name)?", label):
             name = _resolve(tidy_name(value), names)
-            if name and name not in roles and re.search(r"[A-Z]", name):
+            if name and name not in roles and _plausible_party(name):
                 roles.append(name)
                 source = index if source is None else source
     if len(roles) >= 2:
         return roles, names, source
     for m in _ROLE_LINE.finditer(text):
         name = _resolve(tidy_name(m.group("name")), names)
-        if name and name not in roles:
+        if name and name not in roles and _plausible_party(name):
             roles.append(name)
             source = segment_of[m.start()] if source is None else source
     if len(roles) >= 2:
         return roles, names, source
+    defined = _defined_role_parties(text)
+    if len(defined) >= 2:
+        return defined, names, segment_of[text.find(defined[0])] if defined[0] in text else source
     return [_resolve(p, names) for p in parties], names, source
+
+
+# plain-English and letter agreements define the parties as pronouns, quoted or not: "X (we, us)", "Y (you)"
+_PRONOUN_DEFINED = re.compile(
+    r"\(\s*[\"“']?(?:we|you)[\"”']?(?:\s*(?:,|and|or)\s*[\"“']?(?:us|our|your|yours)[\"”']?)*\s*\)"
+)
+_NAME_TAIL = re.compile(r"(?:[A-Z][\w&'’.-]*)(?:\s+(?:(?:of|and|for|de|&)\s+)?[A-Z][\w&'’.-]*)*\s*$")
+
+
+def _pronoun_parties(text: str) -> list[str]:
+    """'Coralbay Marine Services Pty Ltd (we, us) will maintain the vessels of Saltgrass Aquaculture Pty Ltd
+    (you)': the capitalised name right before each pronoun definition in the opening."""
+    found: list[str] = []
+    for m in _PRONOUN_DEFINED.finditer(text[:3000]):
+        tail = _NAME_TAIL.search(text[max(0, m.start() - 150): m.start()].rstrip())
+        name = tidy_name(tail.group(0)) if tail else ""
+        if name and _plausible_party(name) and name not in found:
+            found.append(name)
+    return found
+
+
+_DEAR = re.compile(
+    r"(?m)^\s*Dear\s+(?:(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s+)?([A-Z][\w'’-]+(?:\s+[A-Z][\w'’.-]+)+)\s*[,:]?\s*$"
+)
+
+
+def _letter_parties(text: str, defined: list[str]) -> list[str]:
+    """An offer or engagement letter: the sender, by its defined role ("Quarrystone Analytics LLC (the
+    "Company")") or the company on the letterhead, and the addressee of "Dear Amara Osei," (a full name: a
+    first name alone or "Sir or Madam" is not one)."""
+    dear = _DEAR.search(text[:3000])
+    if dear is None or re.search(r"(?i)\bsir\b|\bmadam\b", dear.group(1)):
+        return []
+    sender = defined[0] if defined else None
+    if sender is None:
+        head = _COMPANY_SUFFIX.search(text[: dear.start()])
+        line = text[text.rfind("\n", 0, head.start()) + 1: head.end()] if head else ""
+        sender = tidy_name(line) if line else None
+    return [sender, dear.group(1)] if sender and _plausible_party(sender) else []
+
+
+def _defined_role_parties(text: str) -> list[str]:
+    """Parties named in the opening by their role without a "between": 'entered into by Marcus T. Delgado
+    ("Landlord") and Priya Raman ("Tenant")'. Only role names count ("Landlord", "Supplier"), so other
+    defined terms of the opening ("Lease", "Premises") do not."""
+    roles = {r.lower() for r in _ROLE_WORDS.split("|")}
+    found: list[str] = []
+    for short, name in _defined_names(text[:3000]).items():
+        if short.lower() in roles and _plausible_party(name) and name not in found:
+            found.append(name)
+    if len(found) >= 2:
+        return found
+    return _pronoun_parties(text) or _letter_parties(text, found)
 
 
 # --- effective date ---------------------------------------------------------------------------------
@@ -539,7 +669,7 @@ _STRONG_BEFORE = re.compile(
     rf"(?:effective(?:\s+(?:as\s+of|on|from))?(?:\s+the)?|(?:take|takes|took)\s+effect\s+(?:on|from|as\s+of)|"
     rf"come\s+into\s+(?:force|effect)\s+on|comes\s+into\s+(?:force|effect)\s+on|enter(?:s)?\s+into\s+force\s+on|"
     rf"commenc(?:e|es|ing|ed)\s+(?:on|from)|begin(?:s|ning)?\s+on|start(?:s|ing)?\s+on|"
-    rf"{_START_TERMS}[\"”]?\s*(?:means|shall\s+(?:mean|be)|is|:|\|)?)\s*$",
+    rf"{_START_TERMS}[\"”]?\s*(?:means|shall\s+(?:mean|be)|will\s+be|is(?:\s+to\s+be)?|:|\|)?)\s*$",
     re.IGNORECASE,
 )
 _STRONG_AFTER = re.compile(rf"^\s*,?\s*\((?:the|this)\s+[\"“]?{_START_TERMS}[\"”]?\)", re.IGNORECASE)
@@ -598,12 +728,12 @@ def _effective_date(text: str, segment_of: list[int]) -> tuple[str | None, int |
 # --- term ---------------------------------------------------------------------------------------------
 _TERM_SECTION = re.compile(r"(?i)\bterm\b(?!s)|duration|commencement|period of agreement|maturity")
 _TERM_STRONG = re.compile(
-    r"(?i)(?:initial|subscription|contract|agreement|lease)?\s*term\b[^.;]{0,80}?(?:of|is|shall\s+be|:|\|)\s*$|"
+    r"(?i)(?:initial|subscription|contract|agreement|lease)?\s*term\b[^;]{0,80}?(?:of|is|shall\s+be|:|\|)\s*$|"
     r"continue(?:s)?(?:\s+in\s+(?:force|effect))?\s+(?:for\s+)?(?:a\s+(?:further\s+)?period\s+of|an\s+initial\s+"
     r"(?:period|term)\s+of|a\s+term\s+of)?\s*$|remain(?:s)?\s+in\s+(?:full\s+)?(?:force|effect)\s+(?:for\s+)?"
     r"(?:a\s+period\s+of)?\s*$|(?:initial\s+)?period\s+of\s*$|extended\s+for\s+(?:an\s+additional|a\s+further)"
-    r"(?:\s+period\s+of)?\s*$|maturity\s+date[^.;]{0,60}$|for\s+(?:a\s+)?(?:fixed\s+)?term\s+of\s*$|"
-    r"(?:shall|will)\s+(?:run|last)\s+for\s*$|(?:^|\|)\s*$",
+    r"(?:\s+period\s+of)?\s*$|maturity\s+date[^;]{0,60}$|for\s+(?:a\s+)?(?:fixed\s+)?term\s+of\s*$|"
+    r"(?:(?:shall|will)\s+)?(?:run|last)s?\s+for\s*$|(?:^|\|)\s*$",
 )
 _TERM_AFTER = re.compile(
     r"(?i)^\W{0,3}(?:from|after|commencing|beginning|starting|following)\s+(?:and\s+including\s+)?(?:the\s+)?"
@@ -623,8 +753,60 @@ _TERM_NOISE_AFTER = re.compile(
 )
 
 
-def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, TermMonths | None,
-                                                                                   int | None]:
+_ANNIVERSARY = re.compile(
+    rf"(?i)\b(?:expir\w*|end\w*|terminat\w*|until|through)\s+(?:on\s+)?(?:the\s+)?"
+    rf"(?:(?P<word>{'|'.join(ORDINAL_WORDS)})\s*(?:\(\d+(?:st|nd|rd|th)\)\s*)?|(?P<num>\d+)(?:st|nd|rd|th)\s+)"
+    rf"anniversary\b",
+)
+_TERM_END = re.compile(r"(?i)\b(?:end|ends|ending|expire|expires|expiring|terminate|terminates|until|through|to)"
+                       r"\s+(?:and\s+including\s+)?(?:on\s+)?(?:the\s+)?$")
+_TERM_BEGIN = re.compile(r"(?i)\b(?:start|starts|starting|begin|begins|beginning|commence|commences|commencing|from)"
+                         r"\s+(?:and\s+including\s+)?(?:on\s+)?(?:the\s+)?$")
+
+
+def _anniversary_months(text: str) -> int | None:
+    """'shall expire on the second (2nd) anniversary of the Effective Date' -> 24: a term written as an
+    anniversary rather than a duration."""
+    m = _ANNIVERSARY.search(text)
+    if m is None:
+        return None
+    years = ORDINAL_WORDS[m.group("word").lower()] if m.group("word") else int(m.group("num"))
+    return years * 12
+
+
+def _span_months(start: date, end: date) -> int:
+    """Whole months from ``start`` to ``end`` inclusive: 1 April 2026 to 31 March 2028 is 24."""
+    after = date.fromordinal(end.toordinal() + 1)
+    months = (after.year - start.year) * 12 + after.month - start.month
+    return months + round((after.day - start.day) / 30)
+
+
+def _date_span_months(text: str, dayfirst: bool, start: date | None) -> int | None:
+    """A term written as two dates ("starts on 1 April 2026 and ends on 31 March 2028", "from 1/4/2026 to
+    31/3/2027"), or as an end date after the Effective / Commencement Date (``start``)."""
+    begin = end = None
+    for m in DATE_RE.finditer(text):
+        before = text[max(0, m.start() - 40): m.start()]
+        if _TERM_END.search(before):
+            end = end or _date_of(m, dayfirst)
+        elif _TERM_BEGIN.search(before):
+            begin = begin or _date_of(m, dayfirst)
+    if begin is None and re.search(r"(?i)(?:effective|commencement|start)\s+date", text):
+        begin = start
+    if begin is None or end is None or end <= begin:
+        return None
+    return _span_months(begin, end)
+
+
+def _periodic(text: str) -> bool:
+    """A tenancy or engagement that runs "on a month-to-month basis" / "from week to week" with no fixed
+    period in the same sentence ("12 months, then month-to-month" keeps its 12): it has no end date."""
+    periodic = re.compile(r"(?i)\b(?:an?\s+)?(?:month|week|year)[- ]to[- ](?:month|week|year)\b|\bperiodic\s+tenancy\b")
+    return bool(periodic.search(text)) and not any(d.months for d, _ in durations(periodic.sub(" ", text)))
+
+
+def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]], *, dayfirst: bool = True,
+          start: date | None = None) -> tuple[str | None, TermMonths | None, int | None]:
     for label, value, index in cells:
         term_label = re.search(r"(?i)\b(?:initial\s+|subscription\s+|contract\s+)?(?:term|duration)\b", label)
         if term_label and not re.search(r"(?i)date|payment|notice|commencement", label):
@@ -635,12 +817,20 @@ def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tupl
     for s in sentences:
         text = s.text
         in_section = bool(_TERM_SECTION.search(s.section.split(">")[-1]))
-        if _INDEFINITE.search(text) and not re.search(r"(?i)surviv|trade\s+secret|confidential", text):
+        if (_INDEFINITE.search(text) or _periodic(text)) and \
+                not re.search(r"(?i)surviv|trade\s+secret|confidential", text):
             score = 6 + (3 if in_section else 0)
             if re.search(r"(?i)\b(?:this\s+)?(?:agreement|employment|engagement|lease)\b", text):
                 score += 2
             if best is None or score > best[0]:
                 best = (score, s, "indefinite")
+            continue
+        written_as = _anniversary_months(text) or _date_span_months(text, dayfirst, start)
+        if written_as and not _TERM_NOISE.search(text) and \
+                re.search(r"(?i)\b(?:this\s+)?(?:agreement|engagement|lease|term|loan|it)\b", text):
+            score = 8 + (3 if in_section else 0)
+            if best is None or score > best[0]:
+                best = (score, s, written_as)
             continue
         for d, at in durations(text):
             if not d.months:
@@ -667,25 +857,48 @@ def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tupl
 
 # --- governing law --------------------------------------------------------------------------------------
 _LAW_SENTENCE = re.compile(
-    r"(?i)(?:governed\s+by|construed\s+(?:and\s+enforced\s+)?in\s+accordance\s+with|subject\s+to)\s+"
-    r"(?:and\s+(?:construed|interpreted)\s+in\s+accordance\s+with\s+)?(?P<law>(?:the\s+)?(?:substantive\s+|internal\s+)?"
+    r"(?i)(?:governed\s+by|construed\s+(?:and\s+enforced\s+)?(?:in\s+accordance\s+with|under)|subject\s+to)\s+"
+    r"(?:and\s+(?:construed|interpreted|enforced)\s+(?:in\s+accordance\s+with|under)\s+)?(?P<law>(?:the\s+)?(?:substantive\s+|internal\s+)?"
     r"laws?\s+(?:of|in\s+force\s+in)\s+[^;.]{2,120}|(?:English|Scots|[A-Z][a-z]+)\s+law)",
 )
 
 
+# the law as the subject: "The laws of Scotland apply to this agreement", "English law governs this Agreement"
+_LAW_SUBJECT = re.compile(
+    r"(?i)(?:^|\W)(?P<law>(?:the\s+)?(?:laws?\s+(?:of|in\s+force\s+in)\s+[^;.]{2,80}?|(?:English|Scots|[A-Z][a-z]+)\s+law))"
+    r"\s+(?:shall\s+|will\s+|is\s+to\s+)?(?:appl(?:y|ies)\s+to|govern(?:s)?)\s+(?:this|the)\s+"
+    r"(?:agreement|contract|lease|licen[cs]e|deed|order|terms)",
+)
+
+
+def _law_match(text: str) -> re.Match[str] | None:
+    """'governed by the laws of X', else the law as the subject of the sentence ('the laws of X apply to this
+    agreement', plain-English and letter contracts)."""
+    return _LAW_SENTENCE.search(text) or _LAW_SUBJECT.search(text)
+
+
+_PLACEHOLDER = re.compile(r"\[[^\]]*\]|_{3,}|\b(?:fill\s+in|insert|to\s+be\s+(?:agreed|confirmed))\b", re.IGNORECASE)
+
+
+def _filled(value: str | None) -> str | None:
+    """None for a template blank ("[Fill in state]", "____", "[insert jurisdiction]"): not a jurisdiction."""
+    return None if value is None or _PLACEHOLDER.search(value) else value
+
+
 def _governing_law(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, int | None]:
     for label, value, index in cells:
-        if re.search(r"(?i)governing\s+law|applicable\s+law|law\b", label) and canonical_law(value):
+        if re.search(r"(?i)governing\s+law|applicable\s+law|law\b", label) and canonical_law(value) and \
+                _filled(value):
             return _display_law(value), index
     for s in sentences:
-        m = _LAW_SENTENCE.search(s.text)
+        m = _law_match(s.text)
         if m and not re.search(r"(?i)^\s*(?:the\s+)?laws?\s+stated", m.group("law")):
             law = m.group("law")
             if re.fullmatch(r"(?i)english\s+law", law.strip()):
                 return "England and Wales", s.segment
             if re.fullmatch(r"(?i)scots\s+law", law.strip()):
                 return "Scotland", s.segment
-            shown = _display_law(law)
+            shown = _filled(_display_law(law))
             if shown:
                 return shown, s.segment
     return None, None
@@ -756,10 +969,22 @@ def _payment(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> t
 
 
 _CAP_SENTENCE = re.compile(
-    r"(?i)(?:liabilit\w*|liable)[^.]{0,200}?(?:shall\s+not|will\s+not|not\s+to|does\s+not|is\s+not\s+to|not)\s+exceed\s+"
-    r"(?P<a>[^.;]+)|(?:liabilit\w*|liable)[^.]{0,120}?(?:is|are|shall\s+be|will\s+be)\s+(?:limited|capped)\s+(?:to|at)\s+"
-    r"(?P<b>[^.;]+)|(?:liabilit\w*)[^.]{0,60}?(?:cap|maximum)\s+(?:of|is|shall\s+be)\s+(?P<c>[^.;]+)",
+    r"(?i)(?:liabilit\w*|liable)[^;]{0,200}?(?:(?:shall|will|does|is)\s+)?(?:not(?:\s+to)?|in\s+no\s+(?:case|event))"
+    r"\s+exceed\s+(?P<a>[^;]+)|(?:liabilit\w*|liable)[^;]{0,120}?(?:is|are|shall\s+be|will\s+be)\s+(?:limited|capped)\s+"
+    r"(?:to|at)\s+(?P<b>[^;]+)|(?:liabilit\w*)[^;]{0,60}?(?:cap|maximum)\s+(?:of|is|shall\s+be)\s+(?P<c>[^;]+)|"
+    # "In no event shall the Developer's aggregate liability ... exceed X" (the verb before the subject)
+    r"in\s+no\s+event\s+(?:shall|will)\s+[^;]{0,120}?liabilit\w*[^;]{0,150}?\s+exceed\s+(?P<d>[^;]+)|"
+    # plain English: "The most we will pay you for all claims under this agreement is £100,000"
+    r"\bthe\s+most\s+(?:that\s+)?(?:we|you|it|either\s+(?:of\s+us|party)|each\s+party|(?:the\s+)?[A-Z]\w+)\s+"
+    r"(?:will|shall|can|may|would)\s+(?:have\s+to\s+)?(?:pay|be\s+liable)[^;]{0,120}?\s+is\s+(?P<e>[^;]+)",
 )
+
+
+def _cap_value(raw: str) -> str:
+    """The cap as written, to the end of its sentence (a dot inside "Section 8.2" or "$1,000,000.00" is
+    not an end; the sentence split already decided that), without a trailing defined name or relative clause."""
+    value = re.split(r"(?i),\s+which\b|\s+\(the\s+[\"“]", raw)[0]
+    return value.strip().rstrip(".\"”'").strip()
 
 
 def _liability_cap(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, int | None]:
@@ -769,17 +994,17 @@ def _liability_cap(sentences: list[_Sentence], cells: list[tuple[str, str, int]]
     for s in sentences:
         m = _CAP_SENTENCE.search(s.text)
         if m:
-            cap = (m.group("a") or m.group("b") or m.group("c")).strip()
+            cap = next(g for g in m.groups() if g).strip()
             if re.search(r"(?i)cover\s+sheet|particulars|schedule|order\s+form\s+details", cap) and not numbers(cap):
                 continue  # refers to a table; the cell was looked at above
-            return re.split(r"(?i),\s+which\b|\s+\(the\s+[\"“]", cap)[0].strip(), s.segment
+            return _cap_value(cap), s.segment
     return None, None
 
 
 # --- termination notice -----------------------------------------------------------------------------------
 _NOTICE_TRIGGER = re.compile(
-    r"(?i)terminat|non-?renewal|withdraw|resign|break\s+(?:date|option|clause|notice)|cancel|end\s+(?:this|the)\s+"
-    r"(?:agreement|lease|engagement)",
+    r"(?i)terminat|non-?renewal|withdraw|resign|break\s+(?:date|option|clause|notice)|cancel|end\s+(?:this|the|your|"
+    r"our)\s+(?:agreement|lease|engagement|tenancy|contract|employment|licen[cs]e|subscription|arrangement)",
 )
 _NOTICE_BAD = re.compile(
     r"(?i)\bcure[ds]?\b|remed|breach|suspend|audit|sub-?processor|prepay|publication|insolv|"
@@ -852,7 +1077,8 @@ def extract_fields(segments: Sequence[tuple[str, str]]) -> FieldValues:
     out.effective_date, source = _effective_date(text, segment_of)
     if source is not None:
         out.sources["effective_date"] = source
-    out.term, out.term_months, source = _term(sentences, cells)
+    start = date.fromisoformat(out.effective_date) if out.effective_date else None
+    out.term, out.term_months, source = _term(sentences, cells, dayfirst=day_first(text), start=start)
     if source is not None:
         out.sources["term"] = source
     out.governing_law, source = _governing_law(sentences, cells)

@@ -8,8 +8,10 @@ import pytest
 
 from pipeline.generation.fields import (
     canonical_law,
+    currency_of,
     day_first,
     extract_from_text,
+    money_amounts,
     normalize_party,
     notice_days,
     parse_date,
@@ -172,3 +174,222 @@ def test_normalisation_rules_of_the_scoring() -> None:
                  "liability_cap": None, "termination_notice": "one month"}
     assert all(score_summary(llm_style, key).values())
     assert not field_correct("liability_cap", None, {"liability_cap": "$5,000"})
+
+
+@pytest.mark.parametrize(
+    ("text", "cap"),
+    [
+        ("Subject to Section 8.2, the Supplier's liability shall not exceed the amount stated in Section 8.2 of the "
+         "Order Form.", "the amount stated in Section 8.2 of the Order Form"),
+        ("Except for claims under Clause 12. the Provider's aggregate liability shall not exceed the Fees paid in "
+         "the prior 12 months.", "the Fees paid in the prior 12 months"),
+        ("The Vendor's liability under Art. 9 shall not exceed U.S. $500,000 per claim.", "U.S. $500,000 per claim"),
+        ("The Licensor's liability under Article 9.1 shall not exceed $1,000,000.00 in the aggregate.",
+         "$1,000,000.00 in the aggregate"),
+        ("The liability of Acme Inc. (the \"Vendor\") is limited to the fees paid under Clause 4.3 (the \"Cap\").",
+         "the fees paid under Clause 4.3"),
+    ],
+)
+def test_liability_cap_reads_past_cross_references_and_abbreviations(text: str, cap: str) -> None:
+    assert extract_from_text(text).liability_cap == cap
+
+
+def test_cross_reference_ending_a_sentence_still_ends_it() -> None:
+    text = ("Each party's total liability shall not exceed the fees paid under Section 8. In no event shall either "
+            "party be liable for lost profits.")
+    assert extract_from_text(text).liability_cap == "the fees paid under Section 8"
+
+
+def test_hereinafter_defined_names_in_indian_and_canadian_recitals() -> None:
+    indian = (
+        "This Agreement is executed at Pune on 3 March 2026 by and between:\n\n"
+        "Suryansh Textiles Private Limited, a company incorporated under the Companies Act, 2013 and having its "
+        "registered office at 4 FC Road, Pune (hereinafter referred to as the \"Buyer\", which expression shall unless "
+        "repugnant to the context include its successors and permitted assigns) of the ONE PART;\n\nAND\n\n"
+        "Nilgiri Looms Limited, a company incorporated under the Companies Act, 1956 and having its registered office "
+        "at 9 Mount Road, Chennai (hereinafter called the \"Seller\") of the OTHER PART.\n\n"
+        "WHEREAS the Buyer wishes to buy fabric."
+    )
+    fields = extract_from_text(indian)
+    assert fields.parties == ["Suryansh Textiles Private Limited", "Nilgiri Looms Limited"]
+    assert fields.defined_names["Seller"] == "Nilgiri Looms Limited"
+    canadian = (
+        "AMONG:\n\nBOREAL FREIGHT INC., a corporation existing under the laws of Alberta\n(hereinafter the \"Carrier\")"
+        "\n\n- and -\n\nPRAIRIE GRAIN LIMITED, a corporation existing under the laws of Manitoba\n"
+        "(hereinafter the \"Shipper\")\n\nARTICLE 1 - INTERPRETATION"
+    )
+    assert extract_from_text(canadian).parties == ["Boreal Freight Inc.", "Prairie Grain Limited"]
+
+
+@pytest.mark.parametrize(
+    ("text", "months"),
+    [
+        ("1. Term. This agreement starts on 1 April 2026 and ends on 31 March 2028, unless ended earlier.", 24),
+        ("The Lease runs from 01/07/2026 to 30/06/2031 inclusive. The Tenant pays £1,000 per month.", 60),
+        ("This Agreement takes effect on 1 March 2026 (the \"Effective Date\").\n\n"
+         "3. Term. This Agreement commences on the Effective Date and expires on 28 February 2027.", 12),
+        ("The term of this Agreement under this Article 3 shall commence on the Effective Date and shall expire on "
+         "the third (3rd) anniversary thereof.", 36),
+        ("It starts on 1 May 2026. It lasts for 18 months. After that it carries on month by month.", 18),
+    ],
+)
+def test_term_written_as_dates_anniversaries_or_plain_english(text: str, months: int) -> None:
+    assert extract_from_text(text).term_months == months
+
+
+def test_a_delivery_deadline_is_not_a_term() -> None:
+    text = ("This Agreement takes effect on 1 March 2026.\n\n"
+            "The Supplier shall deliver the goods by 30 June 2026 and the Buyer shall pay within 30 days.")
+    assert extract_from_text(text).term_months is None
+
+
+def test_money_in_dollar_codes_and_indian_digit_grouping() -> None:
+    assert extract_from_text("The Customer shall pay the Developer a fee of CAD $320,000.").payment == "CAD $320,000"
+    assert currency_of("CAD $320,000") == "CAD" and currency_of("NZ$ 4,000") == "NZD"
+    indian = extract_from_text("The Client shall pay a fixed monthly fee of INR 4,50,000 (Rupees Four Lakh Fifty "
+                               "Thousand only), exclusive of GST.")
+    assert indian.payment == "INR 4,50,000 per month"
+    assert money_amounts("Rs. 12,50,000 and INR 4,50,000") == [(1_250_000.0, "INR"), (450_000.0, "INR")]
+    assert money_amounts("Mrs 5 Smith") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "cap"),
+    [
+        ("The Vendor's liability is not to exceed $75,000.", "$75,000"),
+        ("The aggregate liability of the Service Provider under Clause 7. and otherwise shall in no case exceed the "
+         "fees received by it in the six (6) months preceding the claim.",
+         "the fees received by it in the six (6) months preceding the claim"),
+        ("IN NO EVENT SHALL THE DEVELOPER'S AGGREGATE LIABILITY UNDER THIS AGREEMENT EXCEED CAD $500,000.",
+         "CAD $500,000"),
+        ("The most we will pay you for all claims under this agreement is £100,000 in total.", "£100,000 in total"),
+        ("The most the Supplier will be liable for in any year is the Charges paid in that year.",
+         "the Charges paid in that year"),
+    ],
+)
+def test_liability_cap_in_inverted_and_plain_english_wording(text: str, cap: str) -> None:
+    assert extract_from_text(text).liability_cap == cap
+
+
+@pytest.mark.parametrize(
+    ("text", "law"),
+    [
+        ("The laws of Scotland apply to this agreement.", "Scotland"),
+        ("English law governs this Agreement and any dispute arising from it.", "England and Wales"),
+        ("The law in force in the State of Victoria shall apply to this Contract.", "Victoria"),
+    ],
+)
+def test_governing_law_as_the_subject_of_the_sentence(text: str, law: str) -> None:
+    assert extract_from_text(text).governing_law == law
+
+
+def test_prose_after_a_stray_between_and_bare_roles_are_not_parties() -> None:
+    template = (
+        "1. Ownership. As between the parties, Customer (a) retains all right, title, and interest in and to all "
+        "Input, and (b) owns all Output.\n\n"
+        "2. \"Agreement\" means the Cover Page between Provider and Company that incorporates these Standard Terms."
+    )
+    assert extract_from_text(template).parties == []
+    named = "This Agreement is made between Dana K. Whitfield and The Regents of Westmoor University."
+    assert extract_from_text(named).parties == ["Dana K. Whitfield", "The Regents of Westmoor University"]
+
+
+def test_questions_credit_sentences_that_state_the_kind_of_fact_asked_for() -> None:
+    from pipeline.generation.extractive import _answer_type_bonus
+
+    split = "How are the licence fees shared between the two resellers?"
+    assert _answer_type_bonus(split, "Reseller A receives thirty percent (30%) and Reseller B 70%.") > 0
+    assert _answer_type_bonus(split, "The licence fees are shared between the resellers quarterly.") == 0
+    charged = "What is charged for storage above the quota?"
+    assert _answer_type_bonus(charged, "Storage above the quota is billed at EUR 0.40 per gigabyte.") > 0
+    assert _answer_type_bonus(charged, "The Customer may exceed the quota by 5% without charge.") == 0
+    assert _answer_type_bonus("How many sites are covered?", "The licence covers up to six sites.") > 0
+    assert _answer_type_bonus("How soon must defects be fixed?", "Defects are fixed within five (5) days.") > 0
+    assert _answer_type_bonus("Who owns the deliverables?", "The Client pays 50% of £10,000 in 30 days.") == 0
+
+
+def test_german_dash_hereinafter_and_parties_named_only_by_their_roles() -> None:
+    german = (
+        "Framework Contract\n\nbetween\n\nStrelow Antriebstechnik GmbH, Hafenweg 3, 28197 Bremen\n"
+        "- hereinafter \"Supplier\" -\n\nand\n\nNordlys Maskin AS, Storgata 1, 0155 Oslo\n"
+        "- hereinafter \"Customer\" -\n\n§ 1 Subject matter\n\n(1) The Supplier supplies gear units."
+    )
+    assert extract_from_text(german).parties == ["Strelow Antriebstechnik GmbH", "Nordlys Maskin AS"]
+    lease = (
+        "This Lease Agreement (\"Lease\") is made on the 3rd of August, 2026, by Aurelia J. Okafor (\"Landlord\") "
+        "and Tobias Wren (\"Tenant\").\n\n1. PREMISES. Landlord leases to Tenant the flat at 12 Elm Row."
+    )
+    assert extract_from_text(lease).parties == ["Aurelia J. Okafor", "Tobias Wren"]
+
+
+def test_month_to_month_is_open_ended_unless_a_fixed_period_comes_first() -> None:
+    periodic = "2. TERM. The tenancy begins on June 15, 2026 and continues on a month-to-month basis."
+    assert extract_from_text(periodic).term_months == "indefinite"
+    fixed_then_periodic = ("2. TERM. The Lease term is twelve (12) months from June 15, 2026, and thereafter "
+                           "continues from month to month.")
+    assert extract_from_text(fixed_then_periodic).term_months == 12
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "| Governing Law | [Fill in state] |",
+        "This Agreement is governed by the laws of the State of [insert state], without regard to conflicts.",
+        "This Agreement shall be governed by the laws of ____________.",
+    ],
+)
+def test_a_template_blank_is_not_a_governing_law(text: str) -> None:
+    assert extract_from_text(text).governing_law is None
+
+
+def test_short_sentences_with_a_fact_reach_the_extractive_answer() -> None:
+    from pipeline.generation.extractive import _fragment
+
+    assert not _fragment("It lasts for 18 months.") and not _fragment("Rent is £950 a month.")
+    assert _fragment("Term.") and _fragment("Schedule 1 - Users") and _fragment("2. Fees and Taxes")
+
+
+def test_letter_agreement_parties_defined_as_we_and_you() -> None:
+    letter = (
+        "Dear Ms Achterberg\n\nThis letter records the basis on which Kestrel Ridge Surveys Ltd (we, us, our) will "
+        "survey the sites of Dunmore Quarry Products Limited (you, your).\n\n1. Fees. You will pay us £4,800."
+    )
+    assert extract_from_text(letter).parties == ["Kestrel Ridge Surveys Ltd", "Dunmore Quarry Products Limited"]
+    quoted = "Terms agreed by Halden & Roe LLP (\"we\" or \"us\") with Marta Ilves (\"you\")."
+    assert extract_from_text(quoted).parties == ["Halden & Roe LLP", "Marta Ilves"]
+
+
+def test_a_table_flattened_into_one_line_after_a_header_with_an_empty_cell() -> None:
+    flattened = ("| Key terms | | | Landlord | Harbour Row Estates Limited | | Tenant | Idris Mahmoud | | Term | "
+                 "6 months from 1 October 2026 | | Rent | £980 per calendar month |")
+    fields = extract_from_text(flattened)
+    assert fields.parties == ["Harbour Row Estates Limited", "Idris Mahmoud"]
+    assert fields.term_months == 6
+    assert fields.payment == "£980 per calendar month"
+
+
+def test_law_construed_under_and_notice_to_end_a_tenancy() -> None:
+    law = "This Agreement shall be governed by and construed under the internal laws of the State of Oregon."
+    assert extract_from_text(law).governing_law == "Oregon"
+    assert extract_from_text("This Deed is construed under the laws of Ireland.").governing_law == "Ireland"
+    notice = ("The Tenant may end the tenancy after the first six months by giving the Landlord at least two "
+              "months' notice in writing.")
+    assert extract_from_text(notice).termination_notice_days == 60
+    assert extract_from_text("You may end your subscription by giving us 14 days' notice.").termination_notice_days \
+        == 14
+
+
+def test_a_start_date_that_will_be_beats_the_letter_date() -> None:
+    letter = ("October 2, 2026\n\nDear Ms Osei,\n\nWe are pleased to offer you the position of Analyst. Your start "
+              "date will be November 2, 2026.")
+    assert extract_from_text(letter).effective_date == "2026-11-02"
+
+
+def test_offer_letter_parties_are_the_sender_and_the_addressee() -> None:
+    defined = ("12 May 2026\n\nDear Mr Tomasz Wielgosz,\n\nBramblecote Foods Limited (the \"Employer\") offers you "
+               "the role of Shift Manager. Your salary will be £38,500 per year.")
+    assert extract_from_text(defined).parties == ["Bramblecote Foods Limited", "Tomasz Wielgosz"]
+    letterhead = ("Veltro Dynamics Inc.\n200 Front Street, Toronto\n\nDear Lena Hu:\n\nWe are pleased to offer you "
+                  "employment as a Controls Engineer starting on June 1, 2026.")
+    assert extract_from_text(letterhead).parties == ["Veltro Dynamics Inc.", "Lena Hu"]
+    assert extract_from_text("Dear Sir or Madam,\n\nAcme Ltd (the \"Company\") writes to you.").parties == []

@@ -10,6 +10,8 @@ from pipeline.retrieval.context import (
     dedupe_hits,
     document_context,
     fit_budget,
+    in_section,
+    referenced_chunks,
     retrieve_context,
 )
 from pipeline.retrieval.vectorstore import Hit, QdrantVectorStore, VectorStore, open_qdrant
@@ -304,3 +306,37 @@ def test_fit_budget_skips_what_does_not_fit_but_keeps_going() -> None:
 def test_store_vectors_are_unit_norm(store) -> None:  # type: ignore[no-untyped-def]
     results = store.search(np.ones(DIM, dtype=np.float32), k=10)
     assert all(-1.0001 <= h.score <= 1.0001 for h in results)
+
+
+def test_a_clause_deferring_to_a_schedule_brings_the_schedule_along(embedder: HashingEmbedder) -> None:
+    store = InMemoryVectorStore(DIM)
+    add_doc(store, embedder, "hire", [
+        ("2. Equipment", ["the hirer may use the cranes listed in Annex B at the site named in Annex B"]),
+        ("3. Insurance", ["the hirer insures the cranes against loss"]),
+        ("Annex B - Equipment and Site", ["two Liebherr LTM 1100 mobile units at Dock 4 Tilbury"]),
+    ])
+    hits = retrieve_context(store, query_vector=embedder.embed_one("the hirer may use the cranes listed at the site"),
+                            intent="question", tenant="t", doc_id="hire", k=1, count_tokens=words)
+    assert [h.section for h in hits] == ["2. Equipment", "Annex B - Equipment and Site"]
+    # a schedule already retrieved is not added twice, and a bare mention ("Annex B applies") is not a deferral
+    assert referenced_chunks(store, "t", [hits[1], hit("as stated in Annex B", doc="hire", section="Annex B")]) == []
+    assert referenced_chunks(store, "t", [hit("Annex B applies to the cranes", doc="hire")]) == []
+    assert in_section("Schedule 1 — Users > Part A", "Schedule 1") and not in_section("Schedule 12", "Schedule 1")
+
+
+def test_the_answer_follows_a_deferral_into_the_schedule() -> None:
+    from pipeline.generation.extractive import _followed_references
+    from schemas import ContextChunk
+
+    def chunk(section: str) -> ContextChunk:
+        return ContextChunk(chunk_id=section, doc_id="d", section=section, text="", score=0.0)
+
+    sentences = [
+        ("The Licensee may use the Software at the sites specified in Schedule 3.", chunk("2. Licence")),
+        ("Schedule 3 lists the sites.", chunk("Schedule 3 - Sites")),
+        ("The sites are Leeds and York.", chunk("Schedule 3 - Sites")),
+        ("The fee is set out in Schedule 4.", chunk("4. Fees")),
+    ]
+    scores = np.array([0.9, 0.2, 0.3, 0.8])
+    assert _followed_references(sentences[:1], sentences, scores) == [2]
+    assert _followed_references(sentences[3:], sentences, scores) == []  # Schedule 4 is not in the context
