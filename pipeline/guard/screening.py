@@ -16,13 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.guard import injection
+from pipeline.guard import cues, injection
 
 
 @functools.cache
 def detector_version() -> str:
-    """Digest of what decides a verdict: the detector's code and, when it loads, the model's weights."""
+    """Digest of what decides a verdict: the detector's code (rules and the model's cues) and, when it
+    loads, the model's weights."""
     digest = hashlib.sha256(Path(injection.__file__).read_bytes())
+    digest.update(Path(cues.__file__).read_bytes())
     if injection.default_detector() is not None:
         digest.update(injection.default_model_path().read_bytes())
     else:

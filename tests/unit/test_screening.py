@@ -24,6 +24,23 @@ def test_a_stored_verdict_of_this_detector_is_used_and_a_stale_one_is_scored_aga
     assert screening.flagged([CLAUSE, ATTACK], [stale, None]) == [False, True]
 
 
+def test_the_version_changes_with_the_cue_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cues feed the model, so editing them must re-score stored chunks like a new model would."""
+    from pipeline.guard import cues
+
+    before = screening.detector_version()
+    edited = tmp_path / "cues.py"
+    edited.write_bytes(Path(cues.__file__).read_bytes() + b"\n# edited\n")
+    monkeypatch.setattr(cues, "__file__", str(edited))
+    screening.detector_version.cache_clear()
+    try:
+        assert screening.detector_version() != before
+    finally:
+        monkeypatch.undo()
+        screening.detector_version.cache_clear()
+    assert screening.detector_version() == before
+
+
 def test_ingest_stores_each_new_chunks_verdict_and_a_re_ingest_keeps_it(tmp_path: Path) -> None:
     embedder = OnnxMiniLMEmbedder()
     store = QdrantVectorStore(open_qdrant(path=str(tmp_path / "qdrant")), "chunks", embedder.dim)
