@@ -1130,7 +1130,8 @@ _default_state = "unset"  # "unset" | "ready" | "off"
 
 
 def default_detector() -> LearnedDetector | None:
-    """The shipped model over the offline MiniLM embedder, built on first use per process.
+    """The shipped model over the offline MiniLM embedder (the process's shared session), built on first
+    use per process.
 
     None (rules only, logged once) when the weights or the ONNX runtime are unavailable.
     """
@@ -1140,9 +1141,9 @@ def default_detector() -> LearnedDetector | None:
     with _default_lock:
         if _default_state == "unset":
             try:
-                from pipeline.retrieval.embeddings import OnnxMiniLMEmbedder
+                from pipeline.retrieval.embeddings import shared_minilm
 
-                embedder = OnnxMiniLMEmbedder()
+                embedder = shared_minilm()
                 embedder.warm_up()
                 _default_detector = LearnedDetector(embedder, read_model(default_model_path()))
                 _default_state = "ready"

@@ -281,10 +281,20 @@ _BUILDERS: dict[str, Callable[..., Embedder]] = {
 }
 
 
+@lru_cache(maxsize=1)
+def shared_minilm() -> OnnxMiniLMEmbedder:
+    """The process's one default MiniLM session, shared by retrieval and the injection detector: a
+    second session costs about 180 MB of peak RSS (measured on 200 chunks) for the same vectors."""
+    return OnnxMiniLMEmbedder()
+
+
 def build_embedder(kind: str, **kw: Any) -> Embedder:
-    """Build an embedder by name (``onnx``/``minilm`` or ``openai``) from settings."""
+    """Build an embedder by name (``onnx``/``minilm`` or ``openai``) from settings; the default MiniLM
+    (no options) is the shared one."""
     try:
         builder = _BUILDERS[kind.lower()]
     except KeyError:
         raise ValueError(f"unknown embedder kind {kind!r}; expected one of {sorted(_BUILDERS)}") from None
+    if builder is OnnxMiniLMEmbedder and not kw:
+        return shared_minilm()
     return builder(**kw)

@@ -200,6 +200,14 @@ class TestBuildEmbedder:
         embedder = build_embedder("onnx", threads=1)
         assert isinstance(embedder, OnnxMiniLMEmbedder) and embedder._session is None
 
+    def test_the_default_minilm_is_one_session_shared_with_the_injection_detector(self) -> None:
+        from pipeline.guard.injection import default_detector
+        from pipeline.retrieval.embeddings import shared_minilm
+
+        assert build_embedder("onnx") is build_embedder("minilm") is shared_minilm()
+        detector = default_detector()
+        assert detector is not None and detector.embedder is shared_minilm()
+
     def test_builds_openai(self) -> None:
         embedder = build_embedder("openai", base_url="http://x", api_key=None, model="m", dim=8)
         assert isinstance(embedder, OpenAIEmbedder) and embedder.dim == 8
