@@ -51,15 +51,15 @@ DEFAULT_DEV = REPO.parent / "shared" / "eval" / "injections-public" / "dev.jsonl
 CONTRACTS = REPO / "pipeline" / "data" / "contracts"
 #: probability at or above which the model flags a unit (logit 3.0, steps of 0.2), and for a short text
 #: (one line under 40 words, where a request typed on its own looks most like a direct attack; logit
-#: 3.4). Chosen in the 5-fold run on the dev half as the highest recall with no chunk of the sample
+#: 3.6). Chosen in the 5-fold run on the dev half as the highest recall with no chunk of the sample
 #: contracts or of the golden set flagged (as ingest chunks them), none of the project's tricky
 #: negatives (tests/unit/test_guard_injection.py) flagged, and at most 8 % of the dev half's benign
-#: rows flagged (what the embedding-only model of format 1 flagged): recall 0.73, benign 6.8 %.
-#: Logit 2.8 gives 0.75 for 9.5 % and one tricky negative. The shared corpus is measured, not used
-#: to choose. A sentence inside a document keeps the document threshold: what makes it suspicious
-#: there is the document around it.
+#: rows flagged (what the embedding-only model of format 1 flagged): recall 0.72, benign 7.9 %.
+#: Logit 2.8 / 3.8 gives 0.73 for 10 %. The shared corpus is measured, not used to choose. A
+#: sentence inside a document keeps the document threshold: what makes it suspicious there is the
+#: document around it.
 DEFAULT_MODEL_THRESHOLD = 0.9526
-DEFAULT_MODEL_THRESHOLD_SINGLE = 0.9677
+DEFAULT_MODEL_THRESHOLD_SINGLE = 0.9734
 
 
 DEFAULT_CACHE = Path.home() / ".cache" / "conveyor" / "injection-embeddings.npz"

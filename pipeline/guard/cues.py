@@ -4,7 +4,7 @@ A MiniLM embedding says what a sentence is about, not whether it is addressed to
 "Describe the advancements in cancer treatment" and "the advancements in cancer treatment were
 described" embed alike. An instruction planted in an e-mail or a clause gives itself away by
 form: it opens with a verb in the imperative, speaks to "you", refers to "your answer", names
-the AI, carries a link, switches script. Each cue is a number in [0, 1]; the model learns its
+the AI, carries a link, switches script from the text around it. Each cue is a number in [0, 1]; the model learns its
 weight beside the embedding (``pipeline.guard.injection.unit_features``), so no single cue
 decides, and legal drafting ("The Supplier shall provide ...") fires none of the first four.
 """
@@ -50,16 +50,19 @@ CUE_NAMES: tuple[str, ...] = (
     "refers_to_your_reply",
     "ai_words",
     "link",
-    "non_ascii_letters",
+    "script_shift",
     "question",
     "length",
 )
 
 
-def _cues(unit: str) -> list[float]:
+def _non_ascii_share(text: str) -> float:
+    letters = sum(c.isalpha() for c in text)
+    return sum(1 for c in text if ord(c) > 127 and c.isalpha()) / max(1, letters)
+
+
+def _cues(unit: str, whole_share: float) -> list[float]:
     lead = _LEADING_WORD.match(unit)
-    letters = sum(c.isalpha() for c in unit)
-    foreign = sum(1 for c in unit if ord(c) > 127 and c.isalpha())
     return [
         float(lead is not None and lead.group(1).lower() in _IMPERATIVE_VERBS),
         float(bool(_PLEASE.match(unit))),
@@ -67,12 +70,19 @@ def _cues(unit: str) -> list[float]:
         float(bool(_THE_REPLY.search(unit))),
         min(3, len(_AI_WORDS.findall(unit))) / 3,
         float(bool(_LINK.search(unit))),
-        foreign / max(1, letters),
+        abs(_non_ascii_share(unit) - whole_share),
         float("?" in unit),
         min(len(unit.split()), 60) / 60,
     ]
 
 
 def unit_cues(units: Sequence[str]) -> np.ndarray:
-    """One row of :data:`CUE_NAMES` per unit, float32."""
-    return np.array([_cues(unit) for unit in units], dtype=np.float32).reshape(len(units), len(CUE_NAMES))
+    """One row of :data:`CUE_NAMES` per unit, float32; the last unit is the whole text.
+
+    ``script_shift`` compares a unit's share of non-ASCII letters with the whole text's: a Chinese
+    sentence in an English e-mail stands out, a Chinese contract does not (a plain share of non-ASCII
+    letters made every sentence of a Chinese or Japanese contract look like a foreign-language attack).
+    """
+    whole_share = _non_ascii_share(units[-1]) if units else 0.0
+    rows = [_cues(unit, whole_share) for unit in units]
+    return np.array(rows, dtype=np.float32).reshape(len(units), len(CUE_NAMES))
