@@ -1067,14 +1067,23 @@ def write_model(path: Path, model: InjectionModel) -> None:
     path.write_bytes(buffer.getvalue())
 
 
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 class LearnedDetector:
     """The model plus the embedder that feeds it; embeds all units of all texts in one batch.
 
     Scores are remembered per text (the last ``memo_size``, by digest): a document's chunks are
     scored again by every job that retrieves them, and by the extractive summary's whole-document
-    pass in the same process, and embedding their sentences is the expensive part."""
+    pass in the same process, and embedding their sentences is the expensive part. Unit vectors
+    are remembered too (the last ``unit_memo_size``, about 1.5 KB each): a unit is embedded once per
+    batch, and again only when it fell out of that memo, so the sentences that overlapping chunks
+    share and a contract family's boilerplate clauses are not embedded again at ingest."""
 
-    def __init__(self, embedder: Embedder, model: InjectionModel, *, memo_size: int = 4096) -> None:
+    def __init__(
+        self, embedder: Embedder, model: InjectionModel, *, memo_size: int = 4096, unit_memo_size: int = 8192
+    ) -> None:
         if model.meta.get("embedder_model_id") not in (None, embedder.model_id):
             raise InternalError(
                 f"injection model was fitted on {model.meta.get('embedder_model_id')!r}, not {embedder.model_id!r}"
@@ -1082,13 +1091,15 @@ class LearnedDetector:
         self.embedder = embedder
         self.model = model
         self.memo_size = memo_size
+        self.unit_memo_size = unit_memo_size
         self._memo: OrderedDict[bytes, tuple[float, str | None, int]] = OrderedDict()
+        self._unit_memo: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._memo_lock = threading.Lock()
 
     def score_many(self, texts: Sequence[str]) -> list[tuple[float, str | None, int]]:
         """Per text: the highest unit probability, that unit's text and the number of units
         (0.0, None, 0 for blank text)."""
-        keys = [hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest() for text in texts]
+        keys = [_digest(text) for text in texts]
         known: dict[bytes, tuple[float, str | None, int]] = {}
         with self._memo_lock:
             for key in keys:
@@ -1112,7 +1123,7 @@ class LearnedDetector:
             pieces = model_units(text) if text and text.strip() else []
             plans.append((pieces, len(batch), len(batch) + len(pieces)))
             batch.extend(pieces)
-        vectors = self.embedder.embed(batch) if batch else np.zeros((0, 1), dtype=np.float32)
+        vectors = self._unit_vectors(batch)
         out: list[tuple[float, str | None, int]] = []
         for pieces, first, last in plans:
             if first == last:
@@ -1122,6 +1133,30 @@ class LearnedDetector:
             best = int(np.argmax(probs))
             out.append((float(probs[best]), pieces[best], last - first))
         return out
+
+
+    def _unit_vectors(self, units: list[str]) -> np.ndarray:
+        """The embedding of each unit: remembered ones from the unit memo, the others embedded in one
+        batch, each distinct unit once."""
+        if not units:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        keys = [_digest(unit) for unit in units]
+        found: dict[bytes, np.ndarray] = {}
+        with self._memo_lock:
+            for key in keys:
+                vector = self._unit_memo.get(key)
+                if vector is not None:
+                    self._unit_memo.move_to_end(key)
+                    found[key] = vector
+        todo = {key: unit for key, unit in zip(keys, units, strict=True) if key not in found}
+        if todo:
+            fresh = dict(zip(todo, self.embedder.embed(list(todo.values())), strict=True))
+            found.update(fresh)
+            with self._memo_lock:
+                self._unit_memo.update(fresh)
+                while len(self._unit_memo) > self.unit_memo_size:
+                    self._unit_memo.popitem(last=False)
+        return np.stack([found[key] for key in keys])
 
 
 _default_lock = threading.Lock()
