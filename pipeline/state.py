@@ -176,6 +176,13 @@ class StateStore(ABC):
     def _hgetall(self, ns: str, key: str) -> dict[str, str]: ...
 
     @abstractmethod
+    def _hscan(self, ns: str, key: str, page: int) -> Iterator[list[tuple[str, str]]]:
+        """A hash's fields in pages of about ``page``, so a reader never holds all of them."""
+
+    @abstractmethod
+    def _hlen(self, ns: str, key: str) -> int: ...
+
+    @abstractmethod
     def ping(self) -> None:
         """Raise ProviderUnavailable if the store cannot be reached."""
 
@@ -335,6 +342,14 @@ class StateStore(ABC):
     def batch_items(self, batch_id: str) -> dict[str, BatchItem]:
         return {cid: BatchItem.model_validate_json(raw) for cid, raw in self._hgetall(_BATCH_ITEMS, batch_id).items()}
 
+    def iter_batch_items(self, batch_id: str, page: int = 1000) -> Iterator[list[BatchItem]]:
+        """A batch's items page by page (a 10,000-item batch's status does not hold them all at once)."""
+        for fields in self._hscan(_BATCH_ITEMS, batch_id, page):
+            yield [BatchItem.model_validate_json(raw) for _, raw in fields]
+
+    def batch_item_count(self, batch_id: str) -> int:
+        return self._hlen(_BATCH_ITEMS, batch_id)
+
     # --- documents by reference ---------------------------------------------------------------
     def put_blob(self, sha256: str, data: bytes, ttl_s: int) -> None:
         """Keep a document's bytes for the ingest stage, one reference more per item that needs them."""
@@ -491,6 +506,18 @@ class RedisStateStore(StateStore):
     def _hgetall(self, ns: str, key: str) -> dict[str, str]:
         found: dict[str, str] = self._call(self._r.hgetall, self._k(ns, key))
         return found
+
+    def _hscan(self, ns: str, key: str, page: int) -> Iterator[list[tuple[str, str]]]:
+        cursor: int = 0
+        while True:
+            cursor, fields = self._call(self._r.hscan, self._k(ns, key), cursor, count=page)
+            if fields:
+                yield list(fields.items())
+            if not cursor:
+                return
+
+    def _hlen(self, ns: str, key: str) -> int:
+        return int(self._call(self._r.hlen, self._k(ns, key)))
 
     def claim_turn(self, name: str, ttl_s: int) -> bool:
         return bool(self._call(self._r.set, self._k("turn", name), "1", nx=True, ex=max(1, ttl_s)))
@@ -751,6 +778,22 @@ class SqliteStateStore(StateStore):
         with self._lock:
             rows = self._db.execute("SELECT field, value FROM fields WHERE ns = ? AND key = ?", (ns, key)).fetchall()
         return {str(f): str(v) for f, v in rows}
+
+    def _hscan(self, ns: str, key: str, page: int) -> Iterator[list[tuple[str, str]]]:
+        after = ""
+        while True:
+            with self._lock:
+                rows = self._db.execute("SELECT field, value FROM fields WHERE ns = ? AND key = ? AND field > ?"
+                                        " ORDER BY field LIMIT ?", (ns, key, after, page)).fetchall()
+            if not rows:
+                return
+            yield [(str(f), str(v)) for f, v in rows]
+            after = str(rows[-1][0])
+
+    def _hlen(self, ns: str, key: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM fields WHERE ns = ? AND key = ?", (ns, key)).fetchone()
+        return int(row[0])
 
     def _counters(self, ns: str, key: str) -> dict[str, int]:
         with self._lock:

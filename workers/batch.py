@@ -66,9 +66,13 @@ def document_id_for(custom_id: str) -> str:
 
 
 # --- planning: what the items are ------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class Planned:
-    """One item as read at the client, before anything is sent."""
+    """One item as read at the client, before anything is sent.
+
+    A file's bytes are hashed at planning and read again when the item is sent, one at a time, so
+    the client's memory does not grow with the batch's size in bytes (a manifest's inline text is
+    kept: it was in memory with the manifest anyway)."""
 
     custom_id: str
     instruction: str
@@ -78,10 +82,22 @@ class Planned:
     raw: bytes | None = None
     name: str = ""
     problem: str | None = None
+    content_sha: str | None = None
 
-    @property
-    def content_sha(self) -> str | None:
-        return hashlib.sha256(self.raw).hexdigest() if self.raw is not None else None
+    def read(self) -> bytes | None:
+        """The bytes to send: the inline text, or the file as hashed at planning (None, with ``problem``
+        set, if it can no longer be read or has changed since)."""
+        if self.raw is not None or self.path is None:
+            return self.raw
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            self.problem = f"cannot read {self.custom_id}: {exc.strerror or exc}"
+            return None
+        if hashlib.sha256(raw).hexdigest() != self.content_sha:
+            self.problem = f"{self.custom_id} changed while the batch was being submitted; submit again"
+            return None
+        return raw
 
 
 @dataclass
@@ -107,7 +123,8 @@ def _read(item: Planned, max_bytes: int) -> Planned:
         if size > max_bytes:
             raise InvalidInput(f"{item.custom_id} is {size} bytes, over CONVEYOR_BATCH_MAX_DOCUMENT_BYTES "
                                f"({max_bytes})")
-        item.raw = item.path.read_bytes()
+        with item.path.open("rb") as file:
+            item.content_sha = hashlib.file_digest(file, "sha256").hexdigest()
     except InvalidInput as exc:
         item.problem = exc.message
     except OSError as exc:
@@ -161,6 +178,7 @@ def plan_manifest(manifest: Path, *, instruction: str, intent: Intent | None, pa
                        intent=line.intent if line.intent is not None else intent, params=line.params)
         if line.text is not None:
             item.raw, item.name = line.text.encode("utf-8"), f"{line.custom_id}.txt"
+            item.content_sha = hashlib.sha256(item.raw).hexdigest()
         else:
             assert line.document is not None
             path = Path(line.document)
@@ -210,38 +228,52 @@ def submit_plan(app: Celery, state: StateStore, settings: Settings, plan: Plan, 
     state.put_batch(info)
 
     report = SubmitReport(batch_id=batch_id, items=len(plan.items))
-    versions: list[tuple[Planned, BatchItem]] = []
-    for item in plan.items:
-        prompt_version, model = generation_key(settings, item.intent)
-        identity = _sha(item.custom_id, item.content_sha or item.problem, prompt_version, model,
-                        item.params.model_dump(mode="json"), item.instruction, item.intent)
-        versions.append((item, BatchItem(custom_id=item.custom_id, job_id=f"{batch_id}.{identity[:20]}",
-                                         document_id=document_id_for(item.custom_id),
-                                         path=str(item.path) if item.path else None, identity=identity)))
-    # registered first: a status read while jobs start already counts them
-    state.add_batch_items(batch_id, [entry for _, entry in versions])
-    existing = state.get_statuses([entry.job_id for _, entry in versions])
-    for item, entry in versions:
-        status = existing.get(entry.job_id)
-        if status is not None:
-            failure = _failure_class(status)
-            if failure in NEVER_RAN and status.dead_letter_id:
-                report.resent.append(entry.custom_id)
+    keys = {intent: generation_key(settings, intent) for intent in {item.intent for item in plan.items}}
+
+    def entries(page: list[Planned]) -> list[BatchItem]:
+        return [_batch_item(batch_id, item, *keys[item.intent]) for item in page]
+
+    pages = [plan.items[start:start + SUBMIT_PAGE] for start in range(0, len(plan.items), SUBMIT_PAGE)]
+    for page in pages:  # all registered first: a status read while jobs start already counts every item
+        state.add_batch_items(batch_id, entries(page))
+    for page in pages:  # then sent a page at a time, so the client holds one page of requests
+        page_entries = entries(page)
+        existing = state.get_statuses([entry.job_id for entry in page_entries])
+        for item, entry in zip(page, page_entries, strict=True):
+            status = existing.get(entry.job_id)
+            if status is not None:
+                failure = _failure_class(status)
+                if failure in NEVER_RAN and status.dead_letter_id:
+                    report.resent.append(entry.custom_id)
+                    continue
+                report.already[status.state] += 1
                 continue
-            report.already[status.state] += 1
-            continue
-        request = JobRequest(job_id=entry.job_id, idempotency_key=entry.job_id, tenant=tenant, text=item.instruction,
-                             document_id=entry.document_id, intent_hint=item.intent, params=item.params,
-                             batch_id=batch_id, custom_id=item.custom_id)
-        if item.problem is not None or item.raw is None:
-            _dead_letter_at_client(state, request, item)
-            report.invalid.append(entry.custom_id)
-            continue
-        _send(app, state, settings, request, item)
-        report.sent.append(entry.custom_id)
+            request = JobRequest(job_id=entry.job_id, idempotency_key=entry.job_id, tenant=tenant,
+                                 text=item.instruction, document_id=entry.document_id, intent_hint=item.intent,
+                                 params=item.params, batch_id=batch_id, custom_id=item.custom_id)
+            raw = item.read() if item.problem is None else None
+            if raw is None:
+                _dead_letter_at_client(state, request, item)
+                report.invalid.append(entry.custom_id)
+                continue
+            _send(app, state, settings, request, item, raw)
+            report.sent.append(entry.custom_id)
     if report.resent:
         _replay_never_ran(app, state, batch_id)
     return report
+
+
+#: items registered, then sent, this many at a time.
+SUBMIT_PAGE = 500
+
+
+def _batch_item(batch_id: str, item: Planned, prompt_version: str, model: str) -> BatchItem:
+    """The item's entry: its job id comes from its identity (content, prompt version, model, params)."""
+    identity = _sha(item.custom_id, item.content_sha or item.problem, prompt_version, model,
+                    item.params.model_dump(mode="json"), item.instruction, item.intent)
+    return BatchItem(custom_id=item.custom_id, job_id=f"{batch_id}.{identity[:20]}",
+                     document_id=document_id_for(item.custom_id), path=str(item.path) if item.path else None,
+                     identity=identity)
 
 
 def _failure_class(status: JobStatus) -> str | None:
@@ -261,17 +293,17 @@ def _dead_letter_at_client(state: StateStore, request: JobRequest, item: Planned
                       retries_exhausted=False)
 
 
-def _send(app: Celery, state: StateStore, settings: Settings, request: JobRequest, item: Planned) -> None:
+def _send(app: Celery, state: StateStore, settings: Settings, request: JobRequest, item: Planned, raw: bytes) -> None:
     """Bytes into the store, the job by reference, then its first status.
 
     The status comes last because it is what marks the item as sent: a client killed before the
     publish leaves no status, and the next submit sends the item. (Killed in the instant between
     publish and status, the next submit sends it a second time; the job's stages then skip what a
     record already covers.)"""
-    assert item.raw is not None and item.content_sha is not None
-    state.put_blob(item.content_sha, item.raw, ttl_s=settings.document_ttl_s)
+    assert item.content_sha is not None
+    state.put_blob(item.content_sha, raw, ttl_s=settings.document_ttl_s)
     payload = IngestRequest(request=request, document=DocumentRef(sha256=item.content_sha, name=item.name,
-                                                                  size=len(item.raw))).model_dump(mode="json")
+                                                                  size=len(raw))).model_dump(mode="json")
     state.checkpoint(request.job_id, INGEST.name, payload)
     try:
         send_job(app, payload, start=INGEST.name)
@@ -300,28 +332,36 @@ def _batch(state: StateStore, batch_id: str) -> BatchInfo:
 
 
 def batch_status(state: StateStore, batch_id: str) -> BatchStatus:
+    """Counts by state and failure class, read from every item's status, a page at a time."""
     info = _batch(state, batch_id)
-    items = state.batch_items(batch_id)
-    statuses = state.get_statuses([item.job_id for item in items.values()])
-    succeeded = failed = 0
+    items = succeeded = failed = 0
     failures: Counter[str] = Counter()
-    for item in items.values():
-        status = statuses.get(item.job_id)
-        if status is None:
-            continue
-        if status.state == "succeeded":
-            succeeded += 1
-        elif status.state == "failed":
-            failed += 1
-            failures[_failure_class(status) or "unknown"] += 1
+    for page in state.iter_batch_items(batch_id):
+        items += len(page)
+        for status in state.get_statuses([item.job_id for item in page]).values():
+            if status.state == "succeeded":
+                succeeded += 1
+            elif status.state == "failed":
+                failed += 1
+                failures[_failure_class(status) or "unknown"] += 1
     counts = state.batch_counts(batch_id)
     return BatchStatus(
-        batch=info, items=len(items), succeeded=succeeded, failed=failed, pending=len(items) - succeeded - failed,
+        batch=info, items=items, succeeded=succeeded, failed=failed, pending=items - succeeded - failed,
         failures=dict(failures), llm_calls=counts.get("llm_calls", 0), prompt_tokens=counts.get("prompt_tokens", 0),
         completion_tokens=counts.get("completion_tokens", 0), cost_usd=counts.get("cost_micro_usd", 0) / 1e6,
         unpriced_jobs=counts.get("unpriced_jobs", 0),
         elapsed_s=(datetime.now(UTC) - info.created_at).total_seconds(),
     )
+
+
+def may_be_finished(state: StateStore, batch_id: str) -> bool:
+    """False when the batch's counters show items still pending: two reads, whatever the batch's size.
+
+    The counters move with every record and dead letter (``complete``, ``fail``, ``reopen``), and an
+    item resubmitted with changed content leaves its old job counted too, so they never count fewer
+    settled items than there are: False is certain, True needs :func:`batch_status` to confirm."""
+    counts = state.batch_counts(batch_id)
+    return counts.get("succeeded", 0) + counts.get("failed", 0) >= state.batch_item_count(batch_id)
 
 
 def iter_results(state: StateStore, batch_id: str) -> Iterator[dict[str, Any]]:

@@ -64,6 +64,9 @@ def parse_request(request: JobRequest | dict[str, Any] | str) -> JobRequest:
 
 
 class ConveyorClient:
+    #: ``wait_batch`` reads every item's status at least this often, whatever the counters say.
+    full_check_s = 30.0
+
     def __init__(self, app: Celery | None = None, state: StateStore | None = None, *, track: bool = False) -> None:
         if app is None:
             from workers.app import producer_app
@@ -170,13 +173,24 @@ class ConveyorClient:
         return cancel(self.state, batch_id)
 
     def wait_batch(self, batch_id: str, timeout: float | None = None, poll_s: float = 0.5) -> BatchStatus:
-        """Until every item has a record or a dead letter; TimeoutError (the batch goes on) if slower."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not (status := self.batch_status(batch_id)).finished:
+        """Until every item has a record or a dead letter; TimeoutError (the batch goes on) if slower.
+
+        Each poll reads the batch's counters (two reads, whatever its size); every item's status is read
+        only when they say the batch may be finished, and at least every ``full_check_s`` seconds."""
+        from workers.batch import may_be_finished
+
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        status = self.batch_status(batch_id)
+        checked = time.monotonic()
+        while not status.finished:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"batch {batch_id}: {status.pending} of {status.items} items pending after "
                                    f"{timeout}s")
             time.sleep(poll_s)
+            if may_be_finished(self.state, batch_id) or time.monotonic() - checked >= self.full_check_s:
+                status = self.batch_status(batch_id)
+                checked = time.monotonic()
         return status
 
     def unfinished(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,10 @@ def test_a_folder_becomes_items_keyed_by_their_path_under_the_root(tmp_path: Pat
     plan = plan_paths([tmp_path], **OPTIONS)
     by_id = {item.custom_id: item for item in plan.items}
     assert sorted(by_id) == ["a/contract.md", "b/contract.md", "big.md", "notes.docx", "top.txt"], "no hidden files"
-    assert by_id["a/contract.md"].raw == b"# A\nterms" and by_id["a/contract.md"].problem is None
+    contract = by_id["a/contract.md"]
+    assert contract.raw is None, "a file's bytes are not held by the plan"
+    assert contract.content_sha == hashlib.sha256(b"# A\nterms").hexdigest() and contract.problem is None
+    assert contract.read() == b"# A\nterms"
     # a file the client cannot use is that item's problem, not the batch's end
     assert "over CONVEYOR_BATCH_MAX_DOCUMENT_BYTES" in (by_id["big.md"].problem or "")
     assert "unsupported document type '.docx'" in (by_id["notes.docx"].problem or "")
@@ -65,7 +69,7 @@ def test_a_manifest_names_documents_by_path_or_text_and_bad_lines_by_number(tmp_
                         '"instruction": "What are the risks?"}\n')
     plan = plan_manifest(manifest, **OPTIONS)
     one, two = plan.items
-    assert (one.custom_id, one.raw, one.name) == ("one", b"# X\nterms", "docs/x.md")
+    assert (one.custom_id, one.read(), one.name) == ("one", b"# X\nterms", "docs/x.md")
     assert (two.raw, two.intent, two.instruction, two.name) == (b"inline contract", Intent.risk,
                                                                 "What are the risks?", "two.txt")
     manifest.write_text('{"custom_id": "one", "text": "a"}\n{"custom_id": "one", "text": "b"}\n')
@@ -87,3 +91,17 @@ def test_the_same_source_is_the_same_batch_and_identity_follows_content_and_mode
     llm = generation_key(load_settings(data_dir=tmp_path, llm_base_url="http://127.0.0.1:1/v1"), Intent.summarize)
     assert extractive == ("summarize/v2", "extractive") and llm == ("summarize/v2", "gpt-4o-mini")
     assert _sha("a", "sha1", *extractive) != _sha("a", "sha1", *llm), "a new model runs the items again"
+
+
+def test_a_file_changed_or_removed_after_planning_is_that_items_problem(tmp_path: Path) -> None:
+    """The bytes sent are the bytes hashed: a file edited between planning and sending is not sent under
+    the old identity; the item gets a problem (its dead letter) and the others go on."""
+    _tree(tmp_path)
+    plan = plan_paths([tmp_path], **OPTIONS)
+    by_id = {item.custom_id: item for item in plan.items}
+    (tmp_path / "a" / "contract.md").write_bytes(b"# A\nother terms")
+    (tmp_path / "top.txt").unlink()
+    assert by_id["a/contract.md"].read() is None
+    assert "changed while the batch was being submitted" in (by_id["a/contract.md"].problem or "")
+    assert by_id["top.txt"].read() is None and "cannot read top.txt" in (by_id["top.txt"].problem or "")
+    assert by_id["b/contract.md"].read() is not None and by_id["b/contract.md"].problem is None

@@ -83,3 +83,35 @@ def test_the_core_install_names_no_worker_library() -> None:
     assert core == {"celery", "kombu", "redis", "pydantic", "pydantic_settings"}
     worker = {Requirement(r).name.replace("-", "_") for r in project["optional-dependencies"]["worker"]}
     assert {"onnxruntime", "qdrant_client", "tokenizers", "httpx", "tenacity", "sentry_sdk"} <= worker
+
+
+def test_waiting_on_a_batch_polls_its_counters_not_every_items_status(tmp_path: Path) -> None:
+    """A 10,000-item batch's status reads 10,000 statuses; waiting on it must not do that every poll."""
+    import threading
+
+    from schemas.batch import BatchInfo, BatchItem
+    from schemas.stages import GuardReport, Usage
+
+    class Counting(SqliteStateStore):
+        status_reads = 0
+
+        def get_statuses(self, job_ids: list[str]) -> dict:  # type: ignore[type-arg]
+            Counting.status_reads += 1
+            return super().get_statuses(job_ids)
+
+    state = Counting(tmp_path / "s.db")
+    client = ConveyorClient(create_app(load_settings(data_dir=tmp_path)), state)
+    state.put_batch(BatchInfo(batch_id="b", source="docs"))
+    state.add_batch_items("b", [BatchItem(custom_id="a.md", job_id="b.1", document_id="a.md", identity="1")])
+    from schemas import Intent, JobRecord, JobRequest
+
+    record = JobRecord(job_id="b.1", request=JobRequest(job_id="b.1", text="Summarize.", batch_id="b"),
+                       intent=Intent.summarize, intent_confidence=1.0, chunks_used=[], output={"summary": "s"},
+                       provider="extractive", model="extractive-v1", prompt_version="summarize/v1", usage=Usage(),
+                       cost_usd=0.0, llm_calls=0, cached=False, guard=GuardReport(verdict="pass"), timings_ms={})
+    timer = threading.Timer(0.6, state.complete, args=[record])
+    timer.start()
+    status = client.wait_batch("b", timeout=10, poll_s=0.02)
+    timer.join()
+    assert status.finished and status.succeeded == 1
+    assert Counting.status_reads <= 3, f"{Counting.status_reads} full reads in about 30 polls"

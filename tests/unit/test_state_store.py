@@ -379,3 +379,27 @@ def test_sqlite_expires_old_rows_at_open_and_keeps_open_letters(tmp_path: Path) 
     assert reopened.get_record("old") is None and reopened.get_status("old") is None
     assert reopened.batch_counts("b") == {}
     assert [dl.job_id for dl in reopened.list_dead_letters()] == ["old-failure"]
+
+
+def test_a_batchs_items_are_read_in_pages_and_its_counters_tell_when_it_may_be_finished(store: StateStore) -> None:
+    """``batch status`` reads items page by page; ``wait_batch`` polls two counters and reads every
+    status only when they say the batch may be finished (they never count fewer settled items)."""
+    from schemas.batch import BatchInfo, BatchItem
+    from workers.batch import batch_status, may_be_finished
+
+    store.put_batch(BatchInfo(batch_id="b", source="docs"))
+    items = [BatchItem(custom_id=f"doc-{i:02d}.md", job_id=f"b.{i:02d}", document_id=f"doc-{i:02d}.md",
+                       identity=str(i)) for i in range(25)]
+    store.add_batch_items("b", items)
+    pages = list(store.iter_batch_items("b", page=10))
+    assert sorted(item.custom_id for page in pages for item in page) == sorted(i.custom_id for i in items)
+    assert len(pages) >= 2 and store.batch_item_count("b") == 25
+    assert not may_be_finished(store, "b")
+    for item in items[:24]:
+        store.complete(_record(item.job_id, batch_id="b"))
+    assert not may_be_finished(store, "b") and batch_status(store, "b").pending == 1
+    store.fail(_letter(items[24].job_id, batch_id="b", failure_class="invalid_input"))
+    assert may_be_finished(store, "b")
+    status = batch_status(store, "b")
+    assert (status.items, status.succeeded, status.failed, status.failures) == (25, 24, 1, {"invalid_input": 1})
+    assert status.finished
