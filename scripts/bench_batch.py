@@ -433,8 +433,7 @@ def embedder_reference(folder: Path, limit: int) -> dict[str, Any]:
     screen(texts[:8])  # load the injection model and its embedder
     started = time.perf_counter()
     for doc in docs:  # what ingest does per document since the verdicts are stored: embed, then screen
-        embedder.embed(doc)
-        screen(doc)
+        screen(doc, (embedder.model_id, embedder.embed(doc)))
     screened_s = time.perf_counter() - started
     return {"chunks": total, "documents": len(docs), "threads": getattr(embedder, "threads", None),
             "batched_per_s": round(total / batched_s, 1), "per_document_per_s": round(total / per_doc_s, 1),

@@ -951,6 +951,22 @@ def unit_spans(text: str) -> list[tuple[int, int]]:
 
 #: table bars and rules (markdown, or "SUBJECT: ...|FROM: ..." headers) separate fields like line ends.
 _TABLE_NOISE = re.compile(r"(?:\|[\s:|-]*)+\|?|^\s*[-=*_]{3,}\s*$", re.MULTILINE)
+#: "Title | Section": a line's one bar between words, as in a chunk's header, is text, not a table.
+_BREADCRUMB_BAR = re.compile(r"(?<=\S) \|(?= \S)")
+
+
+def _without_table_noise(text: str) -> str:
+    """Table bars and rules become line ends; a chunk header's lone " | " stays, so a plain chunk's
+    whole unit is its text as ingest embedded it (and ingest's vector is reused)."""
+    def bar_or_break(match: re.Match[str]) -> str:
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        line_end = text.find("\n", match.end())
+        line = text[line_start : line_end if line_end >= 0 else len(text)]
+        if match.group(0) == "| " and line.count("|") == 1 and _BREADCRUMB_BAR.search(line):
+            return match.group(0)
+        return "\n"
+
+    return _TABLE_NOISE.sub(bar_or_break, text)
 
 
 _REAL_WORD = re.compile(r"[^\W\d_]{2,}")
@@ -964,7 +980,7 @@ def model_units(text: str) -> list[str]:
     """
     raw = unicodedata.normalize("NFKC", text).translate(_HOMOGLYPHS)
     extra = [_visible_text(m.group(1)).strip() for m in _HTML_COMMENT.finditer(raw)]
-    visible = _TABLE_NOISE.sub("\n", _visible_text(raw)).strip()
+    visible = _without_table_noise(_visible_text(raw)).strip()
     extra.extend(decode_base64_runs(visible, limit=2))
     units = [visible[a:b] for a, b in unit_spans(visible)] if visible else []
     hidden = [e for e in extra if len(e.split()) >= 2][:8]
@@ -1096,9 +1112,13 @@ class LearnedDetector:
         self._unit_memo: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._memo_lock = threading.Lock()
 
-    def score_many(self, texts: Sequence[str]) -> list[tuple[float, str | None, int]]:
+    def score_many(
+        self, texts: Sequence[str], embedded: tuple[str, np.ndarray] | None = None
+    ) -> list[tuple[float, str | None, int]]:
         """Per text: the highest unit probability, that unit's text and the number of units
-        (0.0, None, 0 for blank text)."""
+        (0.0, None, 0 for blank text). ``embedded`` = (model id, the texts' own embeddings), when the
+        caller has them (ingest does): if that model is this detector's embedder, a text's vector stands
+        in for a unit equal to the text (a plain chunk's whole unit), which is not embedded again."""
         keys = [_digest(text) for text in texts]
         known: dict[bytes, tuple[float, str | None, int]] = {}
         with self._memo_lock:
@@ -1108,7 +1128,10 @@ class LearnedDetector:
                     known[key] = self._memo[key]
         todo = {key: text for key, text in zip(keys, texts, strict=True) if key not in known}
         if todo:
-            fresh = dict(zip(todo, self._score(list(todo.values())), strict=True))
+            given: dict[bytes, np.ndarray] = {}
+            if embedded is not None and embedded[0] == self.embedder.model_id:
+                given = dict(zip(keys, np.asarray(embedded[1], dtype=np.float32), strict=True))
+            fresh = dict(zip(todo, self._score(list(todo.values()), given), strict=True))
             known.update(fresh)
             with self._memo_lock:
                 self._memo.update(fresh)
@@ -1116,14 +1139,14 @@ class LearnedDetector:
                     self._memo.popitem(last=False)
         return [known[key] for key in keys]
 
-    def _score(self, texts: Sequence[str]) -> list[tuple[float, str | None, int]]:
+    def _score(self, texts: Sequence[str], known: dict[bytes, np.ndarray]) -> list[tuple[float, str | None, int]]:
         plans: list[tuple[list[str], int, int]] = []
         batch: list[str] = []
         for text in texts:
             pieces = model_units(text) if text and text.strip() else []
             plans.append((pieces, len(batch), len(batch) + len(pieces)))
             batch.extend(pieces)
-        vectors = self._unit_vectors(batch)
+        vectors = self._unit_vectors(batch, known)
         out: list[tuple[float, str | None, int]] = []
         for pieces, first, last in plans:
             if first == last:
@@ -1135,15 +1158,17 @@ class LearnedDetector:
         return out
 
 
-    def _unit_vectors(self, units: list[str]) -> np.ndarray:
-        """The embedding of each unit: remembered ones from the unit memo, the others embedded in one
-        batch, each distinct unit once."""
+    def _unit_vectors(self, units: list[str], known: dict[bytes, np.ndarray]) -> np.ndarray:
+        """The embedding of each unit: given ones (``known``, by digest), remembered ones from the unit
+        memo, the others embedded in one batch, each distinct unit once."""
         if not units:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
         keys = [_digest(unit) for unit in units]
-        found: dict[bytes, np.ndarray] = {}
+        found: dict[bytes, np.ndarray] = {key: known[key] for key in keys if key in known}
         with self._memo_lock:
             for key in keys:
+                if key in found:
+                    continue
                 vector = self._unit_memo.get(key)
                 if vector is not None:
                     self._unit_memo.move_to_end(key)
@@ -1249,8 +1274,11 @@ def detect_injection_many(
     threshold: float = DEFAULT_THRESHOLD,
     *,
     detector: LearnedDetector | None | Literal["default"] = "default",
+    embedded: tuple[str, np.ndarray] | None = None,
 ) -> list[InjectionResult]:
-    """:func:`detect_injection` for many texts, with every sentence of all of them embedded in one batch."""
+    """:func:`detect_injection` for many texts, with every sentence of all of them embedded in one batch
+    (``embedded``: the texts' own embeddings and their model id, when the caller has them; see
+    :meth:`LearnedDetector.score_many`)."""
     rules = [detect_injection_rules(text, threshold) for text in texts]
     learned = default_detector() if detector == "default" else detector
     if learned is None:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.guard import cues, injection
 
 
@@ -32,11 +34,14 @@ def detector_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def screen(texts: Sequence[str]) -> list[dict[str, Any]]:
-    """The verdict of each text, as stored in a chunk's payload (``flagged``, ``score``, ``version``)."""
+def screen(texts: Sequence[str], embedded: tuple[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
+    """The verdict of each text, as stored in a chunk's payload (``flagged``, ``score``, ``version``).
+
+    ``embedded`` = (model id, the texts' embeddings): ingest has just embedded the chunks, and with the
+    detector's own model a chunk's vector is reused for its whole-text unit instead of embedded again."""
     version = detector_version()
     return [{"flagged": r.flagged, "score": r.score, "version": version}
-            for r in injection.detect_injection_many(texts)]
+            for r in injection.detect_injection_many(texts, embedded=embedded)]
 
 
 def flagged(texts: Sequence[str], stored: Sequence[dict[str, Any] | None]) -> list[bool]:

@@ -26,8 +26,9 @@ from pipeline.text import strip_markup
 
 TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt", ".html", ".htm"})
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | {".pdf"}
-#: texts -> the injection verdict stored with each chunk (``pipeline.guard.screening.screen``)
-Screen = Callable[[Sequence[str]], list[dict[str, Any]]]
+#: (texts, (model id, their embeddings)) -> the injection verdict stored with each chunk
+#: (``pipeline.guard.screening.screen``)
+Screen = Callable[[Sequence[str], tuple[str, np.ndarray]], list[dict[str, Any]]]
 DEFAULT_MAX_TOKENS = 220
 DEFAULT_OVERLAP = 40
 
@@ -181,7 +182,8 @@ def ingest_text(
         texts = [chunks[i].text for i in todo]
         vectors[todo] = embedder.embed(texts)
         if screen is not None:
-            screens = {chunks[i].chunk_id: verdict for i, verdict in zip(todo, screen(texts), strict=True)}
+            verdicts = screen(texts, (embedder.model_id, vectors[todo]))
+            screens = {chunks[i].chunk_id: verdict for i, verdict in zip(todo, verdicts, strict=True)}
     return store.upsert_document(tenant, doc_id, chunks, vectors, content_sha256=text_sha256(text), screens=screens)
 
 

@@ -43,7 +43,7 @@ class IngestStage:
     def warm_up(self) -> None:
         self.embedder.embed(["warm up"])
         if self.screen is not None:
-            self.screen(["warm up"])  # the injection model and its embedder
+            self.screen(["warm up"], (self.embedder.model_id, self.embedder.embed(["warm up"])))  # the injection model
 
     def __call__(self, msg: IngestRequest) -> JobRequest:
         doc, request = msg.document, msg.request

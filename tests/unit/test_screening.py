@@ -47,9 +47,10 @@ def test_ingest_stores_each_new_chunks_verdict_and_a_re_ingest_keeps_it(tmp_path
     store.ensure_collection()
     calls: list[int] = []
 
-    def screen(texts):  # type: ignore[no-untyped-def]
+    def screen(texts, embedded):  # type: ignore[no-untyped-def]
         calls.append(len(texts))
-        return screening.screen(texts)
+        assert embedded[0] == embedder.model_id and len(embedded[1]) == len(texts), "ingest hands over its vectors"
+        return screening.screen(texts, embedded)
 
     text = f"# Supply\n\n## 1. Delivery\n\n{CLAUSE}\n\n## 2. Notes\n\n{ATTACK}\n"
     ingest_text("supply", text, tenant="t", store=store, embedder=embedder, screen=screen)
