@@ -79,6 +79,28 @@ def test_intent_embeds_once_and_classifies(stages: Stages) -> None:
     assert out.query_embedding is not None and len(out.query_embedding) == 384
 
 
+def test_a_repeated_instruction_is_embedded_once(stages: Stages) -> None:
+    """A batch sends one instruction with every item: the intent stage embeds it once, and the vector
+    it remembers is the one the embedder gives."""
+    calls: list[str] = []
+
+    class Counting:
+        model_id, dim = stages.embedder.model_id, stages.embedder.dim
+
+        def embed_one(self, text: str) -> Any:
+            calls.append(text)
+            return stages.embedder.embed_one(text)
+
+    stage = IntentStage(Counting(), stages.intent.classifier, POLICIES, memo_size=1)  # type: ignore[arg-type]
+    first = stage(JobRequest(text="Summarize this contract.", document_id=DOC.stem, tenant="t"))
+    again = stage(JobRequest(text="Summarize this contract.", document_id="other", tenant="t"))
+    assert calls == ["Summarize this contract."] and again.query_embedding == first.query_embedding
+    assert first.query_embedding == [round(float(x), 6) for x in stages.embedder.embed_one("Summarize this contract.")]
+    stage(JobRequest(text="What are the risks?", document_id=DOC.stem, tenant="t"))
+    stage(JobRequest(text="Summarize this contract.", document_id=DOC.stem, tenant="t"))
+    assert len(calls) == 3, "the memo keeps memo_size texts; an evicted one is embedded again"
+
+
 def test_intent_hint_and_document_only_requests_skip_the_classifier(stages: Stages) -> None:
     hinted = stages.intent(JobRequest(text="anything", intent_hint="risk", document_id=DOC.stem))
     assert (hinted.intent, hinted.intent_method, hinted.intent_confidence) == (Intent.risk, "hint", 1.0)
