@@ -336,9 +336,12 @@ def batch_status(state: StateStore, batch_id: str) -> BatchStatus:
     info = _batch(state, batch_id)
     items = succeeded = failed = 0
     failures: Counter[str] = Counter()
+    seen: set[str] = set()  # Redis HSCAN may return an entry twice when the hash grows during the scan
     for page in state.iter_batch_items(batch_id):
-        items += len(page)
-        for status in state.get_statuses([item.job_id for item in page]).values():
+        fresh = [item for item in page if item.custom_id not in seen]
+        seen.update(item.custom_id for item in fresh)
+        items += len(fresh)
+        for status in state.get_statuses([item.job_id for item in fresh]).values():
             if status.state == "succeeded":
                 succeeded += 1
             elif status.state == "failed":

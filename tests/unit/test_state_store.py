@@ -403,3 +403,23 @@ def test_a_batchs_items_are_read_in_pages_and_its_counters_tell_when_it_may_be_f
     status = batch_status(store, "b")
     assert (status.items, status.succeeded, status.failed, status.failures) == (25, 24, 1, {"invalid_input": 1})
     assert status.finished
+
+
+def test_an_item_a_scan_returns_twice_is_counted_once(tmp_path: Path) -> None:
+    """Redis HSCAN may return an entry more than once when the hash grows during the scan."""
+    from schemas.batch import BatchInfo, BatchItem
+    from workers.batch import batch_status
+
+    class Repeating(SqliteStateStore):
+        def _hscan(self, ns: str, key: str, page: int) -> Iterator[list[tuple[str, str]]]:
+            pages = list(super()._hscan(ns, key, page))
+            yield from [*pages, pages[0]]
+
+    store = Repeating(tmp_path / "s.db")
+    store.put_batch(BatchInfo(batch_id="b", source="docs"))
+    store.add_batch_items("b", [BatchItem(custom_id=f"d{i}.md", job_id=f"b.{i}", document_id=f"d{i}.md",
+                                          identity=str(i)) for i in range(3)])
+    store.complete(_record("b.0", batch_id="b"))
+    status = batch_status(store, "b")
+    assert (status.items, status.succeeded, status.pending) == (3, 1, 2)
+    store.close()
