@@ -179,12 +179,14 @@ class ConveyorClient:
         only when they say the batch may be finished, and at least every ``full_check_s`` seconds."""
         from workers.batch import may_be_finished
 
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         status = self.batch_status(batch_id)
         checked = time.monotonic()
         while not status.finished:
             if deadline is not None and time.monotonic() >= deadline:
+                status = self.batch_status(batch_id)  # the counts in the message are current
+                if status.finished:
+                    break
                 raise TimeoutError(f"batch {batch_id}: {status.pending} of {status.items} items pending after "
                                    f"{timeout}s")
             time.sleep(poll_s)

@@ -41,9 +41,9 @@ class IngestStage:
         self.overlap = overlap
 
     def warm_up(self) -> None:
-        self.embedder.embed(["warm up"])
+        vectors = self.embedder.embed(["warm up"])
         if self.screen is not None:
-            self.screen(["warm up"], (self.embedder.model_id, self.embedder.embed(["warm up"])))  # the injection model
+            self.screen(["warm up"], (self.embedder.model_id, vectors))  # the injection model and its embedder
 
     def __call__(self, msg: IngestRequest) -> JobRequest:
         doc, request = msg.document, msg.request
