@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
 import json
 import logging
@@ -22,7 +21,6 @@ import re
 import threading
 import unicodedata
 import zipfile
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -33,6 +31,7 @@ import numpy as np
 
 from pipeline.errors import InternalError
 from pipeline.guard.cues import CUE_NAMES, unit_cues
+from pipeline.memo import LruMemo, text_key
 
 if TYPE_CHECKING:
     from pipeline.retrieval.embeddings import Embedder
@@ -1083,10 +1082,6 @@ def write_model(path: Path, model: InjectionModel) -> None:
     path.write_bytes(buffer.getvalue())
 
 
-def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
 class LearnedDetector:
     """The model plus the embedder that feeds it; embeds all units of all texts in one batch.
 
@@ -1106,11 +1101,8 @@ class LearnedDetector:
             )
         self.embedder = embedder
         self.model = model
-        self.memo_size = memo_size
-        self.unit_memo_size = unit_memo_size
-        self._memo: OrderedDict[bytes, tuple[float, str | None, int]] = OrderedDict()
-        self._unit_memo: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self._memo_lock = threading.Lock()
+        self._memo: LruMemo[tuple[float, str | None, int]] = LruMemo(memo_size)
+        self._unit_memo: LruMemo[np.ndarray] = LruMemo(unit_memo_size)
 
     def score_many(
         self, texts: Sequence[str], embedded: tuple[str, np.ndarray] | None = None
@@ -1119,13 +1111,8 @@ class LearnedDetector:
         (0.0, None, 0 for blank text). ``embedded`` = (model id, the texts' own embeddings), when the
         caller has them (ingest does): if that model is this detector's embedder, a text's vector stands
         in for a unit equal to the text (a plain chunk's whole unit), which is not embedded again."""
-        keys = [_digest(text) for text in texts]
-        known: dict[bytes, tuple[float, str | None, int]] = {}
-        with self._memo_lock:
-            for key in keys:
-                if key in self._memo:
-                    self._memo.move_to_end(key)
-                    known[key] = self._memo[key]
+        keys = [text_key(text) for text in texts]
+        known = self._memo.get_many(keys)
         todo = {key: text for key, text in zip(keys, texts, strict=True) if key not in known}
         if todo:
             given: dict[bytes, np.ndarray] = {}
@@ -1133,10 +1120,7 @@ class LearnedDetector:
                 given = dict(zip(keys, np.asarray(embedded[1], dtype=np.float32), strict=True))
             fresh = dict(zip(todo, self._score(list(todo.values()), given), strict=True))
             known.update(fresh)
-            with self._memo_lock:
-                self._memo.update(fresh)
-                while len(self._memo) > self.memo_size:
-                    self._memo.popitem(last=False)
+            self._memo.put_many(fresh)
         return [known[key] for key in keys]
 
     def _score(self, texts: Sequence[str], known: dict[bytes, np.ndarray]) -> list[tuple[float, str | None, int]]:
@@ -1163,24 +1147,14 @@ class LearnedDetector:
         memo, the others embedded in one batch, each distinct unit once."""
         if not units:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        keys = [_digest(unit) for unit in units]
+        keys = [text_key(unit) for unit in units]
         found: dict[bytes, np.ndarray] = {key: known[key] for key in keys if key in known}
-        with self._memo_lock:
-            for key in keys:
-                if key in found:
-                    continue
-                vector = self._unit_memo.get(key)
-                if vector is not None:
-                    self._unit_memo.move_to_end(key)
-                    found[key] = vector
+        found.update(self._unit_memo.get_many(key for key in keys if key not in found))
         todo = {key: unit for key, unit in zip(keys, units, strict=True) if key not in found}
         if todo:
             fresh = dict(zip(todo, self.embedder.embed(list(todo.values())), strict=True))
             found.update(fresh)
-            with self._memo_lock:
-                self._unit_memo.update(fresh)
-                while len(self._unit_memo) > self.unit_memo_size:
-                    self._unit_memo.popitem(last=False)
+            self._unit_memo.put_many(fresh)
         return np.stack([found[key] for key in keys])
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections import OrderedDict
-
 import numpy as np
 
 from pipeline.errors import GuardrailBlocked
 from pipeline.guard.injection import default_detector, detect_injection
 from pipeline.guard.policy import TenantPolicies
 from pipeline.intent.classifier import IntentClassifier
+from pipeline.memo import LruMemo, text_key
 from pipeline.retrieval.embeddings import Embedder
 from pipeline.settings import GuardPolicy
 from schemas import Intent, IntentResult, JobRequest
@@ -29,23 +26,15 @@ class IntentStage:
         self.embedder = embedder
         self.classifier = classifier
         self.policies = policies
-        self.memo_size = memo_size
-        self._vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._vectors: LruMemo[np.ndarray] = LruMemo(memo_size)
 
     def embed(self, text: str) -> np.ndarray:
         """The request's vector: remembered, or embedded now."""
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        with self._lock:
-            vector = self._vectors.get(key)
-            if vector is not None:
-                self._vectors.move_to_end(key)
-                return vector
-        vector = self.embedder.embed_one(text)
-        with self._lock:
-            self._vectors[key] = vector
-            while len(self._vectors) > self.memo_size:
-                self._vectors.popitem(last=False)
+        key = text_key(text)
+        vector = self._vectors.get(key)
+        if vector is None:
+            vector = self.embedder.embed_one(text)
+            self._vectors.put(key, vector)
         return vector
 
     def warm_up(self) -> None:
