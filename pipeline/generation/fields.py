@@ -663,12 +663,16 @@ def _defined_role_parties(text: str) -> list[str]:
 
 
 # --- effective date ---------------------------------------------------------------------------------
-_START_TERMS = r"(?:(?:Order|Amendment|Agreement|Contract|Lease|Term|Licen[cs]e|Subscription|Service)\s+)?" \
+_START_TERMS = r"(?:(?:Order|Amendment|Agreement|Contract|Lease|Tenancy|Rental|Hire|Term|Licen[cs]e|" \
+               r"Subscription|Services?|Engagement|Employment|Project)\s+)?" \
                r"(?:Effective|Commencement|Start|Operative|Go[- ]Live)\s+Date"
 _STRONG_BEFORE = re.compile(
     rf"(?:effective(?:\s+(?:as\s+of|on|from))?(?:\s+the)?|(?:take|takes|took)\s+effect\s+(?:on|from|as\s+of)|"
+    rf"with\s+effect\s+(?:on|from)(?:\s+and\s+including)?|from\s+and\s+including|"
     rf"come\s+into\s+(?:force|effect)\s+on|comes\s+into\s+(?:force|effect)\s+on|enter(?:s)?\s+into\s+force\s+on|"
-    rf"commenc(?:e|es|ing|ed)\s+(?:on|from)|begin(?:s|ning)?\s+on|start(?:s|ing)?\s+on|"
+    rf"commenc(?:e|es|ing|ed)(?:\s+(?:on|from))?|begin(?:s|ning)?(?:\s+(?:on|from))?|start(?:s|ing)?(?:\s+(?:on|from))?|"
+    # "a term of twelve (12) months from 1 March 2025", "the tenancy runs from ..."
+    rf"\b(?:term|tenancy|lease|hire\s+period|rental\s+period)\b[^.;:]{{0,60}}?\s(?:from|runs\s+from)|"
     rf"{_START_TERMS}[\"”]?\s*(?:means|shall\s+(?:mean|be)|will\s+be|is(?:\s+to\s+be)?|:|\|)?)\s*$",
     re.IGNORECASE,
 )
@@ -885,11 +889,28 @@ def _filled(value: str | None) -> str | None:
     return None if value is None or _PLACEHOLDER.search(value) else value
 
 
+def _law_definition(term: str, sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> str | None:
+    """The jurisdiction a defined term stands for: a cell labelled with it, '"Governing Member State" means
+    France' or 'France (the "Governing Member State")'; None when the text does not say."""
+    for label, value, _ in cells:
+        if label.strip(" :*").lower() == term.lower() and canonical_law(value) and _filled(value):
+            return _display_law(value)
+    quoted = rf"[\"“']{re.escape(term)}[\"”']"
+    means = re.compile(rf"(?i){quoted}\s*(?:means|shall\s+mean|is|refers\s+to)\s+(?P<v>[^;:()]{{2,100}})")
+    named = re.compile(rf"(?P<v>(?:[A-Z][\w'-]*\s+(?:of\s+)?){{0,3}}[A-Z][\w'-]*)\s*\((?:the\s+)?{quoted}\)")
+    for s in sentences:
+        m = means.search(s.text) or named.search(s.text)
+        if m:
+            return _filled(_display_law(m.group("v")))
+    return None
+
+
 def _governing_law(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, int | None]:
     for label, value, index in cells:
         if re.search(r"(?i)governing\s+law|applicable\s+law|law\b", label) and canonical_law(value) and \
                 _filled(value):
             return _display_law(value), index
+    text = "\n".join(s.text for s in sentences)
     for s in sentences:
         m = _law_match(s.text)
         if m and not re.search(r"(?i)^\s*(?:the\s+)?laws?\s+stated", m.group("law")):
@@ -899,6 +920,10 @@ def _governing_law(sentences: list[_Sentence], cells: list[tuple[str, str, int]]
             if re.fullmatch(r"(?i)scots\s+law", law.strip()):
                 return "Scotland", s.segment
             shown = _filled(_display_law(law))
+            term = re.sub(r"(?i)^the\s+", "", shown or "")
+            if term and re.search(rf"[\"“']{re.escape(term)}[\"”']", text):
+                # a defined term ("the laws of the Governing Member State"): the jurisdiction it stands for
+                shown = _law_definition(term, sentences, cells)
             if shown:
                 return shown, s.segment
     return None, None
@@ -915,10 +940,14 @@ _PAY_BAD = re.compile(
     r"previous|original|reimburs|expense|excess|overage|per\s+additional|indemn|debt|security\s+deposit|"
     r"withhold|hourly|per\s+hour|training|parts",
 )
+# what one "per" unit may be: one or two words ("per unit", "per housing unit", "per named user"), not
+# a word that starts the rest of the sentence ("per month in advance", "per annum exclusive of VAT")
+_PER_WORD = r"(?i:(?!(?:and|or|plus|payable|in|on|by|for|which|that|exclusive|excluding|inclusive|including|net|" \
+            r"of|to|from|at|is|are|will|shall|the|a|an|as|with|within|under|subject|due|per|cent)\b)[a-z][a-z-]*)"
+_PER = rf"(?i:per)\s+{_PER_WORD}(?:\s+{_PER_WORD})?"
 _PERIOD = re.compile(
-    r"(?i)^\s*(?:\([^)]*\)\s*)?(?:\w+\s+){0,3}?(per\s+(?:calendar\s+)?(?:annum|year|month|quarter|week|day|hour|unit|"
-    r"contract\s+year)|a\s+(?:year|month)|each\s+(?:calendar\s+|contract\s+)?(?:year|month|quarter)|"
-    r"in\s+each\s+(?:contract\s+|calendar\s+)?year)",
+    rf"^\s*(?:\([^)]*\)\s*)?(?:\w+\s+){{0,3}}?({_PER}(?:,?\s+{_PER})?|(?i:a\s+(?:year|month))|"
+    r"(?i:each\s+(?:calendar\s+|contract\s+)?(?:year|month|quarter))|(?i:in\s+each\s+(?:contract\s+|calendar\s+)?year))",
 )
 
 
@@ -929,6 +958,7 @@ def _money_phrase(text: str, m: re.Match[str]) -> str:
     if period:
         suffix = period.group(1)
         suffix = re.sub(r"(?i)^(?:in\s+)?each\s+", "per ", suffix)
+        suffix = " ".join(w if re.search(r"[A-Z].*[A-Z]", w) else w.lower() for w in suffix.split())  # not "MWh"
         phrase += " " + " ".join(suffix.split())
     elif re.search(r"\bmonthly\b", before):
         phrase += " per month"
@@ -982,9 +1012,14 @@ _CAP_SENTENCE = re.compile(
 
 def _cap_value(raw: str) -> str:
     """The cap as written, to the end of its sentence (a dot inside "Section 8.2" or "$1,000,000.00" is
-    not an end; the sentence split already decided that), without a trailing defined name or relative clause."""
-    value = re.split(r"(?i),\s+which\b|\s+\(the\s+[\"“]", raw)[0]
-    return value.strip().rstrip(".\"”'").strip()
+    not an end; the sentence split already decided that), without a trailing defined name or relative clause.
+    A cap shouted in capitals (US limitation clauses) comes back in lower case, currency codes kept."""
+    value = re.split(r"(?i),\s+which\b|\s+\(the\s+[\"“]", raw)[0].strip().rstrip(".\"”'").strip()
+    letters = [c for c in value if c.isalpha()]
+    if len(letters) > 8 and sum(c.isupper() for c in letters) > 0.8 * len(letters):
+        value = re.sub(r"[A-Z]{2,}\$?|[A-Z]\$", lambda m: m.group(0) if _currency_code(m.group(0)) else
+                       m.group(0).lower(), value)
+    return value
 
 
 def _liability_cap(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> tuple[str | None, int | None]:

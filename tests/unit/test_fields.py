@@ -393,3 +393,46 @@ def test_offer_letter_parties_are_the_sender_and_the_addressee() -> None:
                   "employment as a Controls Engineer starting on June 1, 2026.")
     assert extract_from_text(letterhead).parties == ["Veltro Dynamics Inc.", "Lena Hu"]
     assert extract_from_text("Dear Sir or Madam,\n\nAcme Ltd (the \"Company\") writes to you.").parties == []
+
+
+def test_tenancy_start_beats_the_signing_date() -> None:
+    tenancy = ("This Residential Tenancy Agreement is signed on 14 February 2026 by Lowen Lettings Ltd and Ama "
+               "Boateng.\n\nThe tenancy is for a term of twelve (12) months from 1 March 2026.")
+    assert extract_from_text(tenancy).effective_date == "2026-03-01"
+    effect = "This Agreement is dated 2 June 2025 and has effect with effect from and including 1 July 2025."
+    assert extract_from_text(effect).effective_date == "2025-07-01"
+    cell = "Dated: 20 January 2026\n\n| Tenancy Start Date | 1 February 2026 |"
+    assert extract_from_text(cell).effective_date == "2026-02-01"
+
+
+@pytest.mark.parametrize(
+    ("sentence", "payment"),
+    [
+        ("The Operator shall pay EUR 86.50 per housing unit, payable quarterly.", "EUR 86.50 per housing unit"),
+        ("The hire charge is £45 per unit per week.", "£45 per unit per week"),
+        ("The fee is $12 per named user per month, billed annually.", "$12 per named user per month"),
+        ("The rent is £1,200 Per Month in advance.", "£1,200 per month"),
+        ("The fee is $5,000 per annum exclusive of VAT.", "$5,000 per annum"),
+    ],
+)
+def test_payment_keeps_its_per_unit(sentence: str, payment: str) -> None:
+    assert extract_from_text(sentence).payment == payment
+
+
+def test_a_law_given_as_a_defined_term_is_resolved_or_left_empty() -> None:
+    defined = ('"Governing Member State" means Belgium.\n\nThis Agreement is governed by the laws of the Governing '
+               'Member State.')
+    assert extract_from_text(defined).governing_law == "Belgium"
+    named = ('The Supplier is established in Portugal (the "Home State").\n\nThis Agreement is governed by the law '
+             'of the Home State.')
+    assert extract_from_text(named).governing_law == "Portugal"
+    unresolved = ('"Governing Member State" has the meaning given in the Framework.\n\nThis Agreement is governed by '
+                  'the laws of the Governing Member State.')
+    assert extract_from_text(unresolved).governing_law is None
+
+
+def test_a_cap_in_capitals_comes_back_in_lower_case_with_its_currency() -> None:
+    text = ("IN NO EVENT SHALL EITHER PARTY'S AGGREGATE LIABILITY EXCEED THE GREATER OF THE FEES PAID IN THE "
+            "TWELVE (12) MONTHS PRECEDING THE CLAIM AND USD 250,000.")
+    assert extract_from_text(text).liability_cap == ("the greater of the fees paid in the twelve (12) months "
+                                                    "preceding the claim and USD 250,000")
