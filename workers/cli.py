@@ -681,9 +681,12 @@ def flower(port: int, address: str, flower_args: tuple[str, ...]) -> None:
               help="Another intents suite (JSONL of {text, intent}).")
 @click.option("--injections-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Another injections suite (JSONL of {text, injection}).")
+@click.option("--summary-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Another summary golden set: a folder with contracts/ and key.jsonl (the key's format).")
 @click.option("--gate/--no-gate", default=True, show_default=True, help="Exit 1 when a metric misses its threshold.")
 def eval_(suites: tuple[str, ...], thresholds_path: Path | None, json_out: Path | None, compare: tuple[str, ...],
-          limit: int | None, intents_file: Path | None, injections_file: Path | None, gate: bool) -> None:
+          limit: int | None, intents_file: Path | None, injections_file: Path | None, summary_dir: Path | None,
+          gate: bool) -> None:
     """Run the golden suites (default: all) through the pipeline offline; print a table, write JSON, gate.
 
     Exits 1 when a metric falls below its threshold in evals/thresholds.toml (with --compare: in any
@@ -713,6 +716,7 @@ def eval_(suites: tuple[str, ...], thresholds_path: Path | None, json_out: Path 
         args = [*chosen] + (["--limit", str(limit)] if limit else [])
         args += ["--intents-file", str(intents_file)] if intents_file else []
         args += ["--injections-file", str(injections_file)] if injections_file else []
+        args += ["--summary-dir", str(summary_dir.resolve())] if summary_dir else []
         for config in configs:
             try:
                 reports.append((ev.config_label(config), ev.run_config_subprocess(config, args)["suites"]))
@@ -725,8 +729,10 @@ def eval_(suites: tuple[str, ...], thresholds_path: Path | None, json_out: Path 
         def make(data_dir: Path | None) -> Settings:
             return _settings(data_dir=data_dir)
 
+        if summary_dir is not None and not (summary_dir / "key.jsonl").is_file():
+            raise click.ClickException(f"{summary_dir} has no key.jsonl")
         reports.append((label, ev.run(chosen, make, intents_file=intents_file, injections_file=injections_file,
-                                      limit=limit)))
+                                      summary_dir=summary_dir, limit=limit)))
     failures = {label: ev.gate(report, thresholds) for label, report in reports}
     console = Console()
     console.print(ev.render(reports, thresholds))

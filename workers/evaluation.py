@@ -246,15 +246,25 @@ def run(
     intents_file: Path | None = None,
     injections_file: Path | None = None,
     questions_file: Path | None = None,
+    summary_dir: Path | None = None,
     limit: int | None = None,
 ) -> dict[str, dict[str, Any]]:
+    """``summary_dir``: another summary golden set (``contracts/`` and ``key.jsonl``), e.g. contracts held
+    out from development; the questions suite keeps the shipped contracts it refers to."""
     contracts_dir = evals_dir / "summary" / "contracts"
+    questions_path = questions_file or evals_dir / "questions.jsonl"
     results: dict[str, dict[str, Any]] = {}
-    if "summary-fields" in suites or "questions" in suites:
+    if summary_dir is not None and "summary-fields" in suites:
         results.update(run_pipeline_suites(
-            make_settings, summary="summary-fields" in suites, questions="questions" in suites,
+            make_settings, summary=True, questions=False, contracts_dir=summary_dir / "contracts",
+            key_path=summary_dir / "key.jsonl", questions_path=questions_path, limit=limit,
+        ))
+    summary_here = summary_dir is None and "summary-fields" in suites
+    if summary_here or "questions" in suites:
+        results.update(run_pipeline_suites(
+            make_settings, summary=summary_here, questions="questions" in suites,
             contracts_dir=contracts_dir, key_path=evals_dir / "summary" / "key.jsonl",
-            questions_path=questions_file or evals_dir / "questions.jsonl", limit=limit,
+            questions_path=questions_path, limit=limit,
         ))
     if "intents" in suites:
         with tempfile.TemporaryDirectory(prefix="conveyor-eval-") as tmp:

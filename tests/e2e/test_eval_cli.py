@@ -45,6 +45,32 @@ def test_summary_fields_suite_writes_json_and_a_raised_threshold_fails(tmp_path:
     assert "Traceback" not in failed.stderr
 
 
+def test_summary_dir_scores_another_golden_set(tmp_path: Path) -> None:
+    """A user's own held-out contracts: --summary-dir replaces the shipped summary set, key format unchanged."""
+    own = tmp_path / "own"
+    (own / "contracts").mkdir(parents=True)
+    (own / "contracts" / "hire.md").write_text(
+        "# Equipment Hire Agreement\n\nThis Agreement is made on 3 March 2026 between Torvale Plant Hire Limited "
+        "(the \"Owner\") and Meadowgate Builders Ltd (the \"Hirer\").\n\n## 1. Hire Period\n\nThe hire starts on "
+        "1 April 2026 and lasts for six (6) months.\n\n## 2. Charges\n\nThe Hirer shall pay £45 per unit per "
+        "week.\n\n## 3. Law\n\nThis Agreement is governed by the laws of England and Wales.\n", encoding="utf-8")
+    key = {"doc": "hire.md", "parties": ["Torvale Plant Hire Limited", "Meadowgate Builders Ltd"],
+           "effective_date": "2026-04-01", "term_months": 6, "governing_law": "England and Wales",
+           "payment": "£45 per unit per week", "liability_cap": None, "termination_notice": "30 days"}
+    (own / "key.jsonl").write_text(json.dumps(key) + "\n", encoding="utf-8")
+    out = tmp_path / "own.json"
+    proc = conveyor(["eval", "summary-fields", "--summary-dir", str(own), "--no-gate", "--json-out", str(out)],
+                    tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    suite = json.loads(out.read_text())["suites"]["summary-fields"]
+    assert suite["documents"] == 1
+    assert suite["metrics"]["parties"] == 1.0 and suite["metrics"]["payment"] == 1.0
+    assert suite["metrics"]["termination_notice"] == 0.0  # the key asks for a notice the contract lacks
+    (own / "key.jsonl").unlink()
+    missing = conveyor(["eval", "summary-fields", "--summary-dir", str(own)], tmp_path)
+    assert missing.returncode == 1 and "has no key.jsonl" in missing.stderr and "Traceback" not in missing.stderr
+
+
 def test_bad_compare_spec_is_one_line(tmp_path: Path) -> None:
     proc = conveyor(["eval", "intents", "--compare", "provider"], tmp_path)
     assert proc.returncode == 1 and "KEY=VALUE" in proc.stderr and "Traceback" not in proc.stderr
