@@ -108,12 +108,14 @@ def _currency_code(symbol: str) -> str | None:
 # and German drafting between dashes: Hollbach GmbH, Stuttgart - hereinafter "Supplier" -
 _DEFINED = re.compile(
     r"(?:\(|(?<=\s)[-–](?=\s*hereinafter))\s*(?:hereinafter\s+|herein\s+|hereafter\s+)?(?:(?:referred\s+to\s+as|called|defined\s+as|known\s+as)\s+)?"
-    r"(?:the\s+|each\s+|together\s+)?[\"“']([^\"”'()]{1,60})[\"”'](?:\s*(?:or|and)\s+(?:the\s+)?[\"“']([^\"”'()]{1,60})[\"”'])?"
+    r"(?:the\s+|each\s+|together,?\s+)?[\"“']([^\"”'()]{1,60})[\"”']"
+    r"(?:\s*(?:,\s*(?:or|and)?|or|and)\s*(?:the\s+)?[\"“']([^\"”'()]{1,60})[\"”'])?"
+    r"(?:\s*(?:,\s*(?:or|and)?|or|and)\s*(?:the\s+)?[\"“'][^\"”'()]{1,60}[\"”'])*"  # ("Bellweather", "we" or "us")
     r"(?:\s*,\s*which\s+expression[^()]{0,300})?\s*[)\-–]",
     re.IGNORECASE,
 )
 _NOT_A_PARTY = re.compile(
-    r"agreement|amendment|date|transaction|part(?:y|ies)|order|lease|licen[cs]e|schedule|services?$|project|"
+    r"agreement|amendment|date|transaction|^party$|parties|party\s+\w|order|lease|licen[cs]e|schedule|services?$|project|"
     r"products?|territory|deliverables|confidential|premises|property|dpa|msa|sow|loan$|funding|fees?$",
     re.IGNORECASE,
 )
@@ -130,7 +132,8 @@ _NAME_END = re.compile(
     r",\s*(?:an?|the)\s|,\s*(?:incorporated|registered|organi[sz]ed|having|whose|with|of|at|acting|company|"
     r"registration|reg\.|a\s)|\s+\((?:company|registration|registered|reg\.|hrb|kvk|crn|no\.|number|abn|acn|"
     r"organisation|organization)|\s+(?:a\s+company|a\s+corporation|incorporated|registered|whose|having|of\s+\d|"
-    r"residing)\b|\s+\(|,\s*\d|\s+-\s+|\s+of\s+(?=\d)|"
+    r"residing)\b|\s+\((?![^()]{1,30}\)\s+(?:[A-Z][\w.&'-]*\s+){0,2}(?:Limited|Ltd|Pte|Pty|Inc|LLC|GmbH|AG|B\.?V))|"
+    r",\s*\d|\s+-\s+|\s+of\s+(?=\d)|"
     # a European street address after the name: ", Storgata 1", ", Industriestraße 12"
     r",\s*[A-ZÄÖÜÅ][\w.'-]+\s+\d{1,4}[a-z]?(?:,|\s*$)",
     re.IGNORECASE,
@@ -349,11 +352,33 @@ _LAW_PREFIX = re.compile(
 )
 
 
+# "French law" names France: the adjectives of the jurisdictions contracts are most often governed by
+_LAW_ADJECTIVES = {
+    "french": "France", "german": "Germany", "dutch": "the Netherlands", "irish": "Ireland", "italian": "Italy",
+    "spanish": "Spain", "swiss": "Switzerland", "belgian": "Belgium", "swedish": "Sweden", "danish": "Denmark",
+    "norwegian": "Norway", "finnish": "Finland", "austrian": "Austria", "polish": "Poland",
+    "portuguese": "Portugal", "luxembourgish": "Luxembourg", "japanese": "Japan", "singaporean": "Singapore",
+    "indian": "India", "chinese": "China", "welsh": "Wales", "canadian": "Canada", "australian": "Australia",
+    "greek": "Greece", "czech": "the Czech Republic", "hungarian": "Hungary", "romanian": "Romania",
+    "english": "England and Wales", "scots": "Scotland", "scottish": "Scotland",
+}
+# "Hong Kong Special Administrative Region of the People's Republic of China" is Hong Kong
+_LAW_SUFFIX = re.compile(r"(?i)\s+special\s+administrative\s+region\b.*$|\s+\(?SAR\)?$")
+
+
+def _law_name(text: str) -> str:
+    """'French law' -> 'France'; 'Hong Kong Special Administrative Region' -> 'Hong Kong'; else as is."""
+    m = re.fullmatch(r"(?i)(?:the\s+)?(\w+)(?:\s+law)?", text.strip())
+    if m and m.group(1).lower() in _LAW_ADJECTIVES:
+        return _LAW_ADJECTIVES[m.group(1).lower()]
+    return _LAW_SUFFIX.sub("", text)
+
+
 def canonical_law(text: str | None) -> str | None:
     """'the laws of the State of New York' -> 'new york'; 'English law' -> 'england and wales'."""
     if not text:
         return None
-    s = " ".join(text.replace("&", "and").split()).strip(" .,;:")
+    s = _law_name(" ".join(text.replace("&", "and").split()).strip(" .,;:"))
     if re.fullmatch(r"(?i)english(?:\s+law)?|england", s):
         return "england and wales"
     if re.fullmatch(r"(?i)scots(?:\s+law)?", s):
@@ -378,7 +403,7 @@ def _display_law(text: str) -> str:
         s = _LAW_PREFIX.sub("", s).strip()
     s = re.split(r",|;|\s+and\s+the\s+|\s+(?:without|excluding|exclusive|notwithstanding|consistent|applicable|as\s+"
                  r"applied|and\s+any|and\s+federal|including)\b", s, flags=re.IGNORECASE)[0]
-    return s.strip(" .")
+    return _law_name(re.sub(r"(?i)\s+law$", "", s.strip(" .")))
 
 
 def tidy_name(raw: str) -> str:
@@ -456,6 +481,9 @@ def _split_line(line: str) -> list[str]:
     return pieces
 
 
+_ROW_INDEX = re.compile(r"(?i)(?:item\s*)?\(?(?:\d{1,3}(?:\.\d{1,2})?|[a-z]|[ivx]{1,4})[.)]?")
+
+
 def _label_value_pairs(line: str) -> list[tuple[str, str]]:
     """(label, value) pairs of a table line. Chunking joins a table's rows into one line ("| Date | 1 May
     2026 | | Term | 12 months |"), so rows are split at "| |" first: pairing the cells of the whole line
@@ -464,6 +492,8 @@ def _label_value_pairs(line: str) -> list[tuple[str, str]]:
     for row in re.split(r"\|\s*\|", line.strip()):
         cells = [c.strip() for c in _CELL_SPLIT.split(row.strip()) if c.strip()]
         cells = [c for c in cells if not re.fullmatch(r"-{2,}|:?-+:?", c)]
+        if len(cells) == 3 and _ROW_INDEX.fullmatch(cells[0]):
+            cells = cells[1:]  # "| 3 | Commencement Date | 1st July 2025 |": an item number, then the pair
         pairs.extend(zip(cells[::2], cells[1::2], strict=False))
     return pairs
 
@@ -537,6 +567,14 @@ def _recital_parties(text: str) -> tuple[list[str], dict[str, str]]:
     return parties, names
 
 
+# a company name with its descriptor right before a definition, in running prose: "... the terms on which
+# Bellweather Analytics, Inc., a Delaware corporation (" (the sentence does not start at the name)
+_COMPANY_BEFORE_DEFINITION = re.compile(
+    rf"((?:[A-Z][\w&'’.-]*\s+(?:(?:of|and|for|de|&)\s+)?){{0,6}}[A-Z][\w&'’.-]*{_COMPANY_SUFFIX.pattern})"
+    r"(?:,?\s+(?:an?|the)\s+[^()\"“”]{0,80})?\s*,?\s*$"
+)
+
+
 def _defined_names(text: str) -> dict[str, str]:
     """Every 'Full Name Ltd (the "Short")' in the text."""
     names: dict[str, str] = {}
@@ -544,7 +582,8 @@ def _defined_names(text: str) -> dict[str, str]:
         before = text[max(0, m.start() - 250): m.start()]
         # the name starts after "between", "and", "by" or the previous sentence (not at an initial: "Marcus T.")
         before = re.split(r"[\n;]|\bbetween\b|\b(?:and|by)\b(?=\s+[A-Z])|(?<!\b[A-Z])\.\s", before)[-1]
-        name = tidy_name(before.strip(" ,"))
+        company = _COMPANY_BEFORE_DEFINITION.search(before)
+        name = tidy_name(company.group(1) if company else before.strip(" ,"))
         if not name or not re.search(r"[A-Z]", name):
             continue
         for short in (m.group(1), m.group(2)):
@@ -609,6 +648,19 @@ def _parties(text: str, cells: list[tuple[str, str, int]], segment_of: list[int]
     return [_resolve(p, names) for p in parties], names, source
 
 
+_PERSON = r"[A-Z][a-z'’-]+(?:\s+(?:[A-Z]\.|[A-Z][a-z'’-]+)){1,3}"
+_JOINT = re.compile(rf"({_PERSON})\s+(?:and|&)\s+({_PERSON})")
+
+
+def _joint_persons(name: str) -> list[str]:
+    """Two people named as one party ('Owen Bakshi and Rosalind Bakshi (together, "Tenant")'), each a
+    party; a firm ('Oxley & Finch Cycles Ltd', 'Johnson and Johnson') stays one name."""
+    m = _JOINT.fullmatch(name)
+    if m is None or _COMPANY_SUFFIX.search(name):
+        return [name]
+    return [m.group(1), m.group(2)]
+
+
 # plain-English and letter agreements define the parties as pronouns, quoted or not: "X (we, us)", "Y (you)"
 _PRONOUN_DEFINED = re.compile(
     r"\(\s*[\"“']?(?:we|you)[\"”']?(?:\s*(?:,|and|or)\s*[\"“']?(?:us|our|your|yours)[\"”']?)*\s*\)"
@@ -652,7 +704,7 @@ def _defined_role_parties(text: str) -> list[str]:
     """Parties named in the opening by their role without a "between": 'entered into by Marcus T. Delgado
     ("Landlord") and Priya Raman ("Tenant")'. Only role names count ("Landlord", "Supplier"), so other
     defined terms of the opening ("Lease", "Premises") do not."""
-    roles = {r.lower() for r in _ROLE_WORDS.split("|")}
+    roles = {r.lower() for r in _ROLE_WORDS.split("|")} | {"we", "us", "you"}  # ("Bellweather", "we" or "us")
     found: list[str] = []
     for short, name in _defined_names(text[:3000]).items():
         if short.lower() in roles and _plausible_party(name) and name not in found:
@@ -664,8 +716,8 @@ def _defined_role_parties(text: str) -> list[str]:
 
 # --- effective date ---------------------------------------------------------------------------------
 _START_TERMS = r"(?:(?:Order|Amendment|Agreement|Contract|Lease|Tenancy|Rental|Hire|Term|Licen[cs]e|" \
-               r"Subscription|Services?|Engagement|Employment|Project)\s+)?" \
-               r"(?:Effective|Commencement|Start|Operative|Go[- ]Live)\s+Date"
+               r"Subscription|Services?|Engagement|Employment|Project|SOW)\s+)?" \
+               r"(?:Effective|Commencement|Start|Operative|Go[- ]Live|Novation|Assignment)\s+Date"
 _STRONG_BEFORE = re.compile(
     rf"(?:effective(?:\s+(?:as\s+of|on|from))?(?:\s+the)?|(?:take|takes|took)\s+effect\s+(?:on|from|as\s+of)|"
     rf"with\s+effect\s+(?:on|from)(?:\s+and\s+including)?|from\s+and\s+including|"
@@ -691,8 +743,32 @@ _BAD_BEFORE = re.compile(
 )
 
 
+_DATED_BY_LAST_SIGNATURE = re.compile(
+    r"(?i)(?:dated|effective|takes?\s+effect|comes?\s+into\s+(?:force|effect))\s+(?:on\s+|as\s+of\s+)?the\s+date\s+"
+    r"(?:on\s+which\s+|when\s+)?(?:it\s+(?:has\s+been|is|was)\s+)?(?:signed|executed)\s+by\s+the\s+last|"
+    r"date\s+of\s+(?:the\s+)?last\s+(?:signature|execution)|(?:later|latest)\s+of\s+the\s+(?:signature|execution)\s+dates"
+)
+_SIGNATURE_DATE = re.compile(r"(?i)\b(?:date(?:d)?|signed(?:\s+on)?|date\s+signed)\s*:\s*$")
+
+
+def _last_signature_date(text: str, dayfirst: bool) -> tuple[date, int] | None:
+    """The latest date in the execution blocks ("Date: 22 October 2025"), with its offset."""
+    latest: tuple[date, int] | None = None
+    for m in DATE_RE.finditer(text):
+        if _SIGNATURE_DATE.search(text[max(0, m.start() - 20): m.start()]):
+            found = _date_of(m, dayfirst)
+            if found is not None and (latest is None or found > latest[0]):
+                latest = (found, m.start())
+    return latest
+
+
 def _effective_date(text: str, segment_of: list[int]) -> tuple[str | None, int | None]:
     dayfirst = day_first(text)
+    if _DATED_BY_LAST_SIGNATURE.search(text):
+        # "This Agreement is dated the date on which it has been signed by the last of the Parties"
+        last = _last_signature_date(text, dayfirst)
+        if last is not None:
+            return last[0].isoformat(), segment_of[last[1]]
     best: tuple[int, int, date] | None = None
     for m in DATE_RE.finditer(text):
         found = _date_of(m, dayfirst)
@@ -763,7 +839,8 @@ _ANNIVERSARY = re.compile(
     rf"anniversary\b",
 )
 _TERM_END = re.compile(r"(?i)\b(?:end|ends|ending|expire|expires|expiring|terminate|terminates|until|through|to)"
-                       r"\s+(?:and\s+including\s+)?(?:on\s+)?(?:the\s+)?$")
+                       r"\s+(?:and\s+including\s+)?(?:at\s+(?:midnight|noon|[\d:.]+\s*(?:[ap]\.?m\.?)?)\s+)?"
+                       r"(?:on\s+)?(?:the\s+)?$")
 _TERM_BEGIN = re.compile(r"(?i)\b(?:start|starts|starting|begin|begins|beginning|commence|commences|commencing|from)"
                          r"\s+(?:and\s+including\s+)?(?:on\s+)?(?:the\s+)?$")
 
@@ -809,6 +886,13 @@ def _periodic(text: str) -> bool:
     return bool(periodic.search(text)) and not any(d.months for d, _ in durations(periodic.sub(" ", text)))
 
 
+def _until_an_event(text: str) -> bool:
+    """'This Agreement continues in force until the earliest of: (a) the Company being wound up; ...': it ends
+    on events, not on a date or after a period (a joint venture, a shareholders' agreement)."""
+    return bool(re.search(r"(?i)continues?\s+in\s+(?:full\s+)?(?:force|effect)\s+until\s+the\s+earli(?:er|est)\s+of",
+                          text)) and not DATE_RE.search(text) and not any(d.months for d, _ in durations(text))
+
+
 def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]], *, dayfirst: bool = True,
           start: date | None = None) -> tuple[str | None, TermMonths | None, int | None]:
     for label, value, index in cells:
@@ -817,11 +901,17 @@ def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]], *, dayf
             months = term_months_of(value)
             if months is not None:
                 return f"{label}: {value}", months, index
+    for label, value, index in cells:
+        # a cover table's "SOW End Date" / "Expiry Date" after the effective date: the term is the span
+        if start is not None and re.search(r"(?i)\b(?:end|expiry|expiration)\s+date\b", label):
+            end = parse_date(value, dayfirst=dayfirst)
+            if end is not None and end > start:
+                return f"{label}: {value}", _span_months(start, end), index
     best: tuple[int, _Sentence, TermMonths] | None = None
     for s in sentences:
         text = s.text
         in_section = bool(_TERM_SECTION.search(s.section.split(">")[-1]))
-        if (_INDEFINITE.search(text) or _periodic(text)) and \
+        if (_INDEFINITE.search(text) or _periodic(text) or _until_an_event(text)) and \
                 not re.search(r"(?i)surviv|trade\s+secret|confidential", text):
             score = 6 + (3 if in_section else 0)
             if re.search(r"(?i)\b(?:this\s+)?(?:agreement|employment|engagement|lease)\b", text):
@@ -863,7 +953,9 @@ def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]], *, dayf
 _LAW_SENTENCE = re.compile(
     r"(?i)(?:governed\s+by|construed\s+(?:and\s+enforced\s+)?(?:in\s+accordance\s+with|under)|subject\s+to)\s+"
     r"(?:and\s+(?:construed|interpreted|enforced)\s+(?:in\s+accordance\s+with|under)\s+)?(?P<law>(?:the\s+)?(?:substantive\s+|internal\s+)?"
-    r"laws?\s+(?:of|in\s+force\s+in)\s+[^;.]{2,120}|(?:English|Scots|[A-Z][a-z]+)\s+law)",
+    r"laws?\s+(?:of|in\s+force\s+in)\s+[^;.]{2,120}|(?:English|Scots|[A-Z][a-z]+)\s+law|"
+    # a defined term, resolved through its definition: "construed in accordance with the Governing Law"
+    r"(?-i:(?:the\s+)?(?:[A-Z][a-z]+\s+){1,3}(?:Law|Laws|Jurisdiction|State|Country)\b))",
 )
 
 
@@ -920,7 +1012,7 @@ def _governing_law(sentences: list[_Sentence], cells: list[tuple[str, str, int]]
             if re.fullmatch(r"(?i)scots\s+law", law.strip()):
                 return "Scotland", s.segment
             shown = _filled(_display_law(law))
-            term = re.sub(r"(?i)^the\s+", "", shown or "")
+            term = re.sub(r"(?i)^(?:the\s+)?(?:laws?\s+of\s+)?(?:the\s+)?", "", law.strip())
             if term and re.search(rf"[\"“']{re.escape(term)}[\"”']", text):
                 # a defined term ("the laws of the Governing Member State"): the jurisdiction it stands for
                 shown = _law_definition(term, sentences, cells)
@@ -994,13 +1086,33 @@ def _payment(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> t
             if score >= 4 and (best is None or score > best[0]):
                 best = (score, _money_phrase(text, m), s.segment)
     if best is None:
-        return None, None
+        return _percentage_payment(sentences)
     return best[1], best[2]
+
+
+_SHARE = r"\(?(?P<pct>\d+(?:\.\d+)?)\s*(?:%|per\s*cent)\)?"
+_PERCENT_PAY = re.compile(
+    rf"(?i)\b(?P<kind>commission|royalty|royalties)\s+(?:of|equal\s+to|at(?:\s+the\s+rate\s+of)?)\s+"
+    rf"(?:[a-z-]+(?:\s+[a-z-]+)?\s+per\s*cent\s+)?{_SHARE}(?:\s+of\s+(?:the\s+)?(?P<base>[a-z][a-z ]{{2,30}}?))?"
+    rf"(?=\s+(?:on|in|for|payable|received|from|during|earned)\b|[,.;)]|$)"
+)
+
+
+def _percentage_payment(sentences: list[_Sentence]) -> tuple[str | None, int | None]:
+    """A contract paid by a share rather than an amount (a commercial agent's commission, a royalty):
+    'a commission of nine per cent (9%) of Net Sales' -> '9% commission on net sales'."""
+    for s in sentences:
+        m = _PERCENT_PAY.search(s.text)
+        if m:
+            kind = "royalty" if m.group("kind").lower().startswith("royalt") else "commission"
+            base = f" on {m.group('base').strip().lower()}" if m.group("base") else ""
+            return f"{m.group('pct')}% {kind}{base}", s.segment
+    return None, None
 
 
 _CAP_SENTENCE = re.compile(
     r"(?i)(?:liabilit\w*|liable)[^;]{0,200}?(?:(?:shall|will|does|is)\s+)?(?:not(?:\s+to)?|in\s+no\s+(?:case|event))"
-    r"\s+exceed\s+(?P<a>[^;]+)|(?:liabilit\w*|liable)[^;]{0,120}?(?:is|are|shall\s+be|will\s+be)\s+(?:limited|capped)\s+"
+    r"\s+exceed\s+(?P<a>[^;]+)|(?:liabilit\w*|liable)[^;]{0,200}?(?:is|are|shall\s+be|will\s+be)\s+(?:limited|capped)\s+"
     r"(?:to|at)\s+(?P<b>[^;]+)|(?:liabilit\w*)[^;]{0,60}?(?:cap|maximum)\s+(?:of|is|shall\s+be)\s+(?P<c>[^;]+)|"
     # "In no event shall the Developer's aggregate liability ... exceed X" (the verb before the subject)
     r"in\s+no\s+event\s+(?:shall|will)\s+[^;]{0,120}?liabilit\w*[^;]{0,150}?\s+exceed\s+(?P<d>[^;]+)|"
@@ -1069,6 +1181,9 @@ def _termination_notice(sentences: list[_Sentence], cells: list[tuple[str, str, 
                 score += 5
             if re.search(r"(?i)non-?renewal|end\s+of\s+the\s+(?:then[- ]current|initial|renewal)", text):
                 score += 1
+            if re.search(r"(?i)during\s+(?:the|a|its|any)\s+(?:\w+\s+)?(?:trial|probation\w*)|"
+                         r"(?:trial|probation\w*)\s+period\s+(?:during|in)\s+which", text):
+                score -= 4  # the shorter notice of a trial or probation period, not the contract's own
             if best is None or score > best[0]:
                 best = (score, d, s.segment)
             break
@@ -1106,7 +1221,8 @@ def extract_fields(segments: Sequence[tuple[str, str]]) -> FieldValues:
     cells = _cells(segments)
     sentences = _sentences(segments)
 
-    out.parties, out.defined_names, source = _parties(text, cells, segment_of)
+    parties, out.defined_names, source = _parties(text, cells, segment_of)
+    out.parties = [person for party in parties for person in _joint_persons(party)]
     if source is not None:
         out.sources["parties"] = source
     out.effective_date, source = _effective_date(text, segment_of)

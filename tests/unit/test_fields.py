@@ -436,3 +436,74 @@ def test_a_cap_in_capitals_comes_back_in_lower_case_with_its_currency() -> None:
             "TWELVE (12) MONTHS PRECEDING THE CLAIM AND USD 250,000.")
     assert extract_from_text(text).liability_cap == ("the greater of the fees paid in the twelve (12) months "
                                                     "preceding the claim and USD 250,000")
+
+
+def test_a_numbered_schedule_table_gives_its_values() -> None:
+    text = ("The Fee is the amount in Item 4 of the Schedule. Liability is limited to the amount in Item 5.\n\n"
+            "| Item | Matter | Details |\n|---|---|---|\n| 3 | Initial Term | Three (3) years from the Start Date |\n"
+            "| 4 | Fee | A$9,800 per month (exclusive of GST) |\n| 5 | Liability cap | A$750,000 |")
+    fields = extract_from_text(text)
+    assert (fields.term_months, fields.payment) == (36, "A$9,800 per month")
+    assert fields.liability_cap is not None and "750,000" in fields.liability_cap
+
+
+def test_law_defined_in_the_definitions_and_named_by_an_adjective() -> None:
+    defined = ('"Applicable Law" means the laws of the Province of Alberta.\n\nThis Agreement is governed by the '
+               'Applicable Law.')
+    assert extract_from_text(defined).governing_law == "Alberta"
+    assert extract_from_text("This Agreement is governed by Dutch law.").governing_law == "the Netherlands"
+    assert canonical_law("Hong Kong Special Administrative Region of the People's Republic of China") == "hong kong"
+
+
+def test_a_term_with_a_time_of_day_and_a_holdover_keeps_its_dates() -> None:
+    text = ("The lease term starts on 1 May 2026 and ends at midnight on 30 April 2027.\n\n"
+            "If neither party gives notice, the tenancy continues on a month-to-month basis.")
+    assert extract_from_text(text).term_months == 12
+
+
+def test_two_people_as_one_party_are_two_parties_and_a_firm_is_one() -> None:
+    lease = ('This Lease is made between Harrow Lane Homes LLC ("Landlord") and Dana K. Moretti and Luis Moretti '
+             '(together, "Tenant").')
+    assert extract_from_text(lease).parties == ["Harrow Lane Homes LLC", "Dana K. Moretti", "Luis Moretti"]
+    firm = 'This Agreement is made between Oxley & Finch Cycles Ltd ("Buyer") and Pell and Rowe LLP ("Seller").'
+    assert extract_from_text(firm).parties == ["Oxley & Finch Cycles Ltd", "Pell and Rowe LLP"]
+
+
+def test_a_party_defined_mid_sentence_with_several_names() -> None:
+    letter = ('Dear Ms. Ortiz:\n\nThis letter sets out the terms on which Corvane Labs, Inc., a Delaware corporation '
+              '("Corvane", "we" or "us"), retains Ortiz Data Studio LLC, an Oregon limited liability company '
+              '("you").')
+    assert extract_from_text(letter).parties == ["Corvane Labs, Inc.", "Ortiz Data Studio LLC"]
+
+
+def test_a_share_of_sales_is_the_payment_when_no_amount_is() -> None:
+    text = "The Licensee shall pay the Licensor royalties at the rate of six per cent (6%) of Net Revenue, quarterly."
+    assert extract_from_text(text).payment == "6% royalty on net revenue"
+
+
+def test_the_notice_of_a_trial_period_is_not_the_contracts_own() -> None:
+    text = ("During the probationary period either party may terminate this Agreement on seven (7) days' notice.\n\n"
+            "Thereafter either party may terminate this Agreement by giving two (2) months' written notice.")
+    assert extract_from_text(text).termination_notice_days == 60
+
+
+def test_the_last_signature_dates_an_agreement_dated_by_its_last_signature() -> None:
+    text = ("This Agreement takes effect on the date on which it is signed by the last of the parties.\n\n"
+            "The Company was incorporated on 3 January 2026.\n\nSigned for Alder Ltd\nDate: 14 March 2026\n\n"
+            "Signed for Birch GmbH\nDate: 18 March 2026")
+    assert extract_from_text(text).effective_date == "2026-03-18"
+
+
+def test_a_novation_date_and_an_end_date_in_a_cover_table() -> None:
+    novation = ('This Deed is dated 2 May 2026.\n\n"Novation Date" means 1 July 2026.\n\n'
+                'The Original Contract dated 5 March 2021 is novated with effect from the Novation Date.')
+    assert extract_from_text(novation).effective_date == "2026-07-01"
+    sow = "| Project Start Date | 2 February 2026 |\n| Project End Date | 1 August 2026 |"
+    fields = extract_from_text(sow)
+    assert (fields.effective_date, fields.term_months) == ("2026-02-02", 6)
+
+
+def test_a_relationship_that_ends_on_events_is_indefinite() -> None:
+    text = ("This Agreement continues in force until the earliest of: (a) the Company being wound up; or (b) one "
+            "Shareholder holding all the shares.")
+    assert extract_from_text(text).term_months == "indefinite"
