@@ -273,20 +273,20 @@ def _padded(words: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class _ChunkWords:
-    """A chunk's canonical words as one padded string, where each word starts, and its cut points."""
+    """A chunk's canonical words (and as one padded string), where each word occurs, and its cut points."""
 
     text: str
-    word_at: dict[int, int]
+    words: tuple[str, ...]
+    positions: dict[str, tuple[int, ...]]
     cuts: frozenset[int]
 
     @classmethod
     def of(cls, canonical: str) -> _ChunkWords:
         words, cuts = _words_and_cuts(canonical)
-        word_at, offset = {}, 0
+        positions: dict[str, list[int]] = {}
         for index, word in enumerate(words):
-            word_at[offset] = index  # the space before the word
-            offset += len(word) + 1
-        return cls(_padded(words), word_at, frozenset(cuts))
+            positions.setdefault(word, []).append(index)
+        return cls(_padded(words), tuple(words), {w: tuple(at) for w, at in positions.items()}, frozenset(cuts))
 
 
 def _verbatim_support(
@@ -309,28 +309,30 @@ def _verbatim_support(
     for index, chunk in enumerate(chunks):
         if whole in chunk.text or (partial is not None and partial in chunk.text):
             return index
-    joined = "\x00".join(chunk.text for chunk in chunks)
     n = len(words)
 
-    def occurrences(i: int, j: int) -> list[tuple[int, bool, bool]]:
-        """(chunk, starts at a cut, ends at a cut) for each place the run words[i:j] occurs."""
-        needle = _padded(words[i:j])
+    def matches(i: int) -> list[tuple[int, int, int]]:
+        """(chunk, position, length) of each place a chunk's words match words[i:], by the word index: a run
+        words[i:j] occurs at every place whose length is at least j - i (a substring search per run and
+        chunk cost up to a second per job on a long contract)."""
         found = []
         for k, chunk in enumerate(chunks):
-            start = chunk.text.find(needle)
-            while start >= 0:
-                first = chunk.word_at[start]
-                found.append((k, first in chunk.cuts, first + j - i in chunk.cuts))
-                start = chunk.text.find(needle, start + 1)
+            theirs = chunk.words
+            for p in chunk.positions.get(words[i], ()):
+                length = 1
+                while i + length < n and p + length < len(theirs) and theirs[p + length] == words[i + length]:
+                    length += 1
+                found.append((k, p, length))
         return found
 
     # edges[i] = [(j, chunks holding words[i:j] so that it may start at i and end at j)]
     edges: dict[int, list[tuple[int, set[int]]]] = {}
     for i in range(n):
-        for j in range(i + 1, n + 1):
-            if _padded(words[i:j]) not in joined:
-                break  # a longer run is not there either
-            holders = {k for k, starts, ends in occurrences(i, j) if (i in cuts or starts) and (j in cuts or ends)}
+        places = matches(i)
+        for size in range(1, max((length for _, _, length in places), default=0) + 1):
+            j = i + size
+            holders = {k for k, p, length in places if length >= size and (i in cuts or p in chunks[k].cuts)
+                       and (j in cuts or p + size in chunks[k].cuts)}
             if holders:
                 edges.setdefault(i, []).append((j, holders))
     best: dict[int, tuple[int, int, set[int]]] = {0: (0, -1, set())}  # end -> (runs, start, holders)
