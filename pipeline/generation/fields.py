@@ -73,18 +73,21 @@ _NUMBER_WORD = (
 _UNIT = r"(?P<unit>years?|months?|weeks?|(?:business\s+|working\s+|calendar\s+)?days?)"
 DURATION_RE = re.compile(
     rf"\b(?:(?P<word>{_NUMBER_WORD})\s*\(\s*(?P<paren>\d+)\s*\)|\(\s*(?P<bare>\d+)\s*\)|(?P<digits>\d+)|"
-    rf"(?P<wordonly>{_NUMBER_WORD}|an?))[\s-]*(?:\((?:\d+)\)\s*)?(?:calendar\s+)?{_UNIT}(?:['’]s?)?(?![a-z])",
+    rf"(?P<wordonly>{_NUMBER_WORD}|an?))[\s-]*(?:\((?:\d+|{_NUMBER_WORD})\)\s*)?(?:calendar\s+)?{_UNIT}(?:['’]s?)?(?![a-z])",
     re.IGNORECASE,
 )
 # "CAD $320,000" and "INR 4,50,000" (Indian digit grouping) as well as "$", "£", "EUR"
 _CURRENCY = (
     r"(?:(?:USD|CAD|AUD|NZD|SGD|HKD)\s?\$|NZ\$|S\$|HK\$|USD|EUR|GBP|CAD|AUD|NZD|SGD|HKD|CHF|SEK|NOK|DKK|INR|JPY|"
+    r"ZAR|PLN|CZK|HUF|BRL|MXN|CNY|AED|"
     r"(?<![a-z])Rs\.?|US\$|C\$|A\$|\$|£|€|₹|¥)"
 )
-_AMOUNT = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,2}(?:,\d{2})+,\d{3}(?:\.\d+)?|\d+(?:\.\d+)?"
+# 1,000.00 · 4,50,000 (Indian grouping) · 480.000,00 (German) · 2 340,00 (South African, French) · 1000
+_AMOUNT = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,2}(?:,\d{2})+,\d{3}(?:\.\d+)?|\d{1,3}(?:\.\d{3})+(?:,\d{1,2})?(?!\d)|" \
+          r"\d{1,3}(?:[ \u00a0]\d{3})+(?:,\d{1,2})?(?!\d)|\d+(?:\.\d+)?"
 MONEY_RE = re.compile(
     rf"(?P<cur>{_CURRENCY})\s?(?P<amount>{_AMOUNT})(?:\s?(?P<mult>million|m)\b)?"
-    rf"|(?P<amount2>{_AMOUNT})\s?(?P<cur2>USD|EUR|GBP|CAD|AUD|INR|euros?|dollars|pounds|rupees)\b",
+    rf"|(?<![/\d])(?P<amount2>{_AMOUNT})\s?(?P<cur2>USD|EUR|GBP|CAD|AUD|INR|ZAR|euros?|dollars|pounds|rupees|rand)\b",
     re.IGNORECASE,
 )
 _CURRENCY_CODES = {
@@ -93,8 +96,17 @@ _CURRENCY_CODES = {
     "cad$": "CAD", "aud": "AUD", "a$": "AUD", "aud$": "AUD", "nzd": "NZD", "nz$": "NZD", "nzd$": "NZD",
     "sgd": "SGD", "s$": "SGD", "sgd$": "SGD", "hkd": "HKD", "hk$": "HKD", "hkd$": "HKD", "chf": "CHF",
     "sek": "SEK", "nok": "NOK", "dkk": "DKK", "inr": "INR", "rs": "INR", "rs.": "INR", "₹": "INR",
-    "rupees": "INR", "jpy": "JPY", "¥": "JPY",
+    "rupees": "INR", "jpy": "JPY", "¥": "JPY", "zar": "ZAR", "rand": "ZAR", "pln": "PLN", "czk": "CZK",
+    "huf": "HUF", "brl": "BRL", "mxn": "MXN", "cny": "CNY", "aed": "AED",
 }
+
+
+def amount_value(written: str) -> float:
+    """'1,000.50' -> 1000.5; '4,50,000' -> 450000; '480.000,00' -> 480000; '2 340,00' -> 2340."""
+    s = written.replace("\u00a0", " ")
+    if re.fullmatch(r"\d{1,3}(?:\.\d{3})+(?:,\d{1,2})?|\d{1,3}(?:\s\d{3})+(?:,\d{1,2})?", s):
+        return float(s.replace(".", "").replace(" ", "").replace(",", "."))
+    return float(s.replace(",", ""))
 
 
 def _currency_code(symbol: str) -> str | None:
@@ -152,7 +164,7 @@ _HEADING_LINE = re.compile(
 _COMPANY_SUFFIX = re.compile(
     r",?\s+(?:LLC|L\.L\.C\.|LLP|LP|L\.P\.|Inc\.?|Incorporated|Corp\.?|Corporation|Ltd\.?|Limited|plc|PLC|GmbH|AG|"
     r"B\.V\.|BV|N\.V\.|NV|AB|S\.A\.|SA|SAS|S\.r\.l\.|Pty\s+Ltd|N\.A\.|ULC|Oy|A/S|ASA|KG|SE|S\.p\.A\.|SpA|"
-    r"S\.L\.|SARL|Pte\.?\s+Ltd)(?=$|[\s,;(])",
+    r"S\.L\.|SARL|Pte\.?\s+Ltd|Sp\.\s?z\s?o\.\s?o\.|s\.r\.o\.|a\.s\.|Kft\.|S\.A\.S\.)(?=$|[\s,;(])",
     re.IGNORECASE,
 )
 
@@ -307,8 +319,8 @@ def numbers(text: str | None) -> set[float]:
     found: set[float] = set()
     if not text:
         return found
-    for m in re.finditer(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?", text):
-        found.add(float(m.group(0).replace(",", "")))
+    for m in re.finditer(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?:\.\d{3})+(?:,\d{1,2})?(?!\d)|\d+(?:\.\d+)?", text):
+        found.add(amount_value(m.group(0)))
     for m in re.finditer(_NUMBER_WORD, text, re.IGNORECASE):
         value = _word_number(m.group(0))
         if value:
@@ -326,7 +338,7 @@ def currency_of(text: str | None) -> str | None:
 def money_amounts(text: str | None) -> list[tuple[float, str | None]]:
     out = []
     for m in MONEY_RE.finditer(text or ""):
-        amount = float((m.group("amount") or m.group("amount2")).replace(",", ""))
+        amount = amount_value(m.group("amount") or m.group("amount2"))
         if m.group("mult"):
             amount *= 1_000_000
         out.append((amount, _currency_code(m.group("cur") or m.group("cur2") or "")))
@@ -410,7 +422,8 @@ def tidy_name(raw: str) -> str:
     """A party's name from the text that starts with it; capitals become title case."""
     lines = [ln for ln in raw.splitlines() if ln.strip() and not _HEADING_LINE.fullmatch(ln.strip())]
     s = " ".join((lines[-1] if lines else raw).split()).strip()
-    s = re.sub(r"^(?:\(?\d{1,2}[.)]?\s+|\(?[a-z]\)\s+|[-–]\s*and\s*[-–]\s*|and\s+|between\s+|among\s+)", "", s,
+    s = re.sub(r"^(?:\(?\d{1,2}[.)]?\s+|\(?[a-z]\)\s+|[-–]\s*and\s*[-–]\s*|and\s*:?\s+|between\s*:?\s+|among\s*:?\s+)",
+               "", s,
                flags=re.IGNORECASE)
     m = _NAME_END.search(s)
     if m:
@@ -570,7 +583,7 @@ def _recital_parties(text: str) -> tuple[list[str], dict[str, str]]:
 # a company name with its descriptor right before a definition, in running prose: "... the terms on which
 # Bellweather Analytics, Inc., a Delaware corporation (" (the sentence does not start at the name)
 _COMPANY_BEFORE_DEFINITION = re.compile(
-    rf"((?:[A-Z][\w&'’.-]*\s+(?:(?:of|and|for|de|&)\s+)?){{0,6}}[A-Z][\w&'’.-]*{_COMPANY_SUFFIX.pattern})"
+    rf"((?:[A-Z][\w&'’.-]*\s+(?:(?:of|and|for|de|&)\s+)?){{0,6}}[A-Z][\w&'’.-]*(?i:{_COMPANY_SUFFIX.pattern}))"
     r"(?:,?\s+(?:an?|the)\s+[^()\"“”]{0,80})?\s*,?\s*$"
 )
 
@@ -786,15 +799,19 @@ def _effective_date(text: str, segment_of: list[int]) -> tuple[str | None, int |
             score += 2
         if _WEAK_BEFORE.search(before):
             # "This Agreement is dated ..." but not "an agreement dated ..." (another document)
-            score += 4 if re.search(r"(?i)\bthis\b|^\W*$|date\s+of", clause) or clause.strip() == "" else -2
+            score += 4 if re.search(r"(?i)\bthis\b|^\W*$|date\s+of", clause) or clause.strip() == "" or \
+                re.search(r"\bDated(?:\s+as\s+of)?\s*$", before) else -2  # a heading's "Dated as of ..."
         if _OTHER_DOC_AFTER.search(after):
             score -= 15
+        if re.search(r"(?i)^[^.;]{0,60}?\b(?:continuing\s+on|thereafter|install?ments?)\b", after):
+            score -= 12  # "Commencing on April 1, 2025 and continuing on the first day of each month": payments
         if _BAD_BEFORE.search(before):
             score -= 8
         if re.search(r"(?i)\bwhereas\b|\bsigned\b|(?<!effective\s)(?<!commencement\s)(?<!start\s)\bdate\s*:", clause):
             score -= 6
-        if re.search(r"(?i)(?:agreement|letter|amendment|contract|order)\s+(?:dated|effective)\b", clause) and \
-                not re.search(r"(?i)\bthis\s+\w*\s*(?:agreement|amendment|contract|order)", clause):
+        if re.search(r"(?i)(?:agreement|letter|amendment|contract|order|note|deed|lease)\s+(?:dated|effective)\b",
+                     clause) and \
+                not re.search(r"(?i)\bthis\s+\w*\s*(?:agreement|amendment|contract|order|note|deed|lease)", clause):
             score -= 6
         key = (score, -m.start(), found)
         if best is None or key[:2] > best[:2]:
@@ -862,17 +879,26 @@ def _span_months(start: date, end: date) -> int:
     return months + round((after.day - start.day) / 30)
 
 
+_END_DEFINED = re.compile(
+    r"(?i)\s*\((?:the\s+)?[\"“](?:Maturity|Expiry|Expiration|End|Termination|Final)\s+Date[\"”]\)"
+)
+
+
 def _date_span_months(text: str, dayfirst: bool, start: date | None) -> int | None:
     """A term written as two dates ("starts on 1 April 2026 and ends on 31 March 2028", "from 1/4/2026 to
     31/3/2027"), or as an end date after the Effective / Commencement Date (``start``)."""
     begin = end = None
+    defined_end = False
     for m in DATE_RE.finditer(text):
         before = text[max(0, m.start() - 40): m.start()]
         if _TERM_END.search(before):
             end = end or _date_of(m, dayfirst)
         elif _TERM_BEGIN.search(before):
             begin = begin or _date_of(m, dayfirst)
-    if begin is None and re.search(r"(?i)(?:effective|commencement|start)\s+date", text):
+        if end is None and _END_DEFINED.match(text[m.end(): m.end() + 40]):
+            end = _date_of(m, dayfirst)  # "payable in full on March 1, 2029 (the "Maturity Date")"
+            defined_end = True
+    if begin is None and (re.search(r"(?i)(?:effective|commencement|start)\s+date", text) or defined_end):
         begin = start
     if begin is None or end is None or end <= begin:
         return None
@@ -884,6 +910,12 @@ def _periodic(text: str) -> bool:
     period in the same sentence ("12 months, then month-to-month" keeps its 12): it has no end date."""
     periodic = re.compile(r"(?i)\b(?:an?\s+)?(?:month|week|year)[- ]to[- ](?:month|week|year)\b|\bperiodic\s+tenancy\b")
     return bool(periodic.search(text)) and not any(d.months for d, _ in durations(periodic.sub(" ", text)))
+
+
+_AFTER_FIXED_TERM = re.compile(
+    r"(?i)\b(?:on|upon|after|following)\s+(?:the\s+)?(?:expiry|expiration|end)\s+of\s+the\s+(?:initial|fixed|minimum)|"
+    r"successive\s+periods|\bthereafter\b|if\s+neither\s+party|hold\s*over"
+)
 
 
 def _until_an_event(text: str) -> bool:
@@ -916,12 +948,14 @@ def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]], *, dayf
             score = 6 + (3 if in_section else 0)
             if re.search(r"(?i)\b(?:this\s+)?(?:agreement|employment|engagement|lease)\b", text):
                 score += 2
+            if _AFTER_FIXED_TERM.search(text):
+                score -= 4  # "On expiry of the Initial Period, this Agreement continues ... until terminated"
             if best is None or score > best[0]:
                 best = (score, s, "indefinite")
             continue
         written_as = _anniversary_months(text) or _date_span_months(text, dayfirst, start)
-        if written_as and not _TERM_NOISE.search(text) and \
-                re.search(r"(?i)\b(?:this\s+)?(?:agreement|engagement|lease|term|loan|it)\b", text):
+        if written_as and (not _TERM_NOISE.search(text) or _END_DEFINED.search(text)) and \
+                re.search(r"(?i)\b(?:this\s+)?(?:agreement|engagement|lease|term|loan|note|deed|contract|it)\b", text):
             score = 8 + (3 if in_section else 0)
             if best is None or score > best[0]:
                 best = (score, s, written_as)
@@ -945,8 +979,22 @@ def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]], *, dayf
                 best = (score, s, d.months)
             break
     if best is None:
-        return None, None, None
+        return _open_ended_employment(sentences)
     return best[1].text, best[2], best[1].segment
+
+
+def _open_ended_employment(sentences: list[_Sentence]) -> tuple[str | None, TermMonths | None, int | None]:
+    """An employment contract that states no fixed term or end date is open-ended (UK and most
+    European contracts say so only by omission): 'indefinite', read from the first sentence about the
+    employment's start."""
+    text = " ".join(s.text for s in sentences)
+    if not re.search(r"(?i)\byour\s+employment\b|\bthe\s+employee['’]s\s+employment\b", text) or \
+            re.search(r"(?i)fixed[- ]term|temporary|end\s+date|expir", text):
+        return None, None, None
+    for s in sentences:
+        if re.search(r"(?i)employment\b[^.]{0,80}\b(?:begins?|starts?|commences?)", s.text):
+            return s.text, "indefinite", s.segment
+    return None, None, None
 
 
 # --- governing law --------------------------------------------------------------------------------------
@@ -976,9 +1024,13 @@ def _law_match(text: str) -> re.Match[str] | None:
 _PLACEHOLDER = re.compile(r"\[[^\]]*\]|_{3,}|\b(?:fill\s+in|insert|to\s+be\s+(?:agreed|confirmed))\b", re.IGNORECASE)
 
 
+_NO_PLACE = re.compile(r"(?i)^(?:the\s+)?(?:state|country|jurisdiction|province|place)\s+(?:in|where|of\s+which)\b")
+
+
 def _filled(value: str | None) -> str | None:
-    """None for a template blank ("[Fill in state]", "____", "[insert jurisdiction]"): not a jurisdiction."""
-    return None if value is None or _PLACEHOLDER.search(value) else value
+    """None for a template blank ("[Fill in state]", "____", "[insert jurisdiction]") or a law that names
+    no place ("the state in which the Building is located"): not a jurisdiction."""
+    return None if value is None or _PLACEHOLDER.search(value) or _NO_PLACE.search(value) else value
 
 
 def _law_definition(term: str, sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> str | None:
@@ -1039,6 +1091,7 @@ _PER_WORD = r"(?i:(?!(?:and|or|plus|payable|in|on|by|for|which|that|exclusive|ex
 _PER = rf"(?i:per)\s+{_PER_WORD}(?:\s+{_PER_WORD})?"
 _PERIOD = re.compile(
     rf"^\s*(?:\([^)]*\)\s*)?(?:\w+\s+){{0,3}}?({_PER}(?:,?\s+{_PER})?|(?i:a\s+(?:year|month))|"
+    r"(?i:for\s+each\s+(?:hour|day|week|month|year|unit))|"
     r"(?i:each\s+(?:calendar\s+|contract\s+)?(?:year|month|quarter))|(?i:in\s+each\s+(?:contract\s+|calendar\s+)?year))",
 )
 
@@ -1047,9 +1100,17 @@ def _money_phrase(text: str, m: re.Match[str]) -> str:
     phrase = " ".join(m.group(0).split())
     before = text[max(0, m.start() - 60): m.start()].lower()
     period = _PERIOD.search(text[m.end(): m.end() + 40])
+    named = re.match(r"\s*\(?\s*(Canadian|Australian|New\s+Zealand|Singapore|Hong\s+Kong|US|U\.S\.)\s+dollars\)?",
+                     text[m.end():], re.IGNORECASE)
+    if named and phrase.startswith("$"):
+        code = {"canadian": "CAD", "australian": "AUD", "singapore": "SGD"}.get(named.group(1).lower(), "")
+        code = code or ("NZD" if named.group(1).lower().startswith("new") else
+                        "HKD" if named.group(1).lower().startswith("hong") else "USD")
+        phrase = f"{code} {phrase[1:]}"  # "$150 (Canadian dollars)" is CAD 150
+        period = _PERIOD.search(text[m.end() + named.end(): m.end() + named.end() + 40])
     if period:
         suffix = period.group(1)
-        suffix = re.sub(r"(?i)^(?:in\s+)?each\s+", "per ", suffix)
+        suffix = re.sub(r"(?i)^(?:in\s+|for\s+)?each\s+", "per ", suffix)
         suffix = " ".join(w if re.search(r"[A-Z].*[A-Z]", w) else w.lower() for w in suffix.split())  # not "MWh"
         phrase += " " + " ".join(suffix.split())
     elif re.search(r"\bmonthly\b", before):
@@ -1082,6 +1143,8 @@ def _payment(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> t
                 score -= 3
             if _PERIOD.search(text[m.end(): m.end() + 40]) or re.search(r"(?i)monthly|annual", local):
                 score += 2
+            if re.search(r"(?i)principal\s+(?:sum|amount)\s+of\b", text[max(0, m.start() - 160): m.start()]):
+                score += 4  # a loan's principal, often spelled out in words before the figure
             score -= rank
             if score >= 4 and (best is None or score > best[0]):
                 best = (score, _money_phrase(text, m), s.segment)
@@ -1118,7 +1181,9 @@ _CAP_SENTENCE = re.compile(
     r"in\s+no\s+event\s+(?:shall|will)\s+[^;]{0,120}?liabilit\w*[^;]{0,150}?\s+exceed\s+(?P<d>[^;]+)|"
     # plain English: "The most we will pay you for all claims under this agreement is £100,000"
     r"\bthe\s+most\s+(?:that\s+)?(?:we|you|it|either\s+(?:of\s+us|party)|each\s+party|(?:the\s+)?[A-Z]\w+)\s+"
-    r"(?:will|shall|can|may|would)\s+(?:have\s+to\s+)?(?:pay|be\s+liable)[^;]{0,120}?\s+is\s+(?P<e>[^;]+)",
+    r"(?:will|shall|can|may|would)\s+(?:have\s+to\s+)?(?:pay|be\s+liable)[^;]{0,120}?\s+is\s+(?P<e>[^;]+)|"
+    # "neither of us will be liable to the other for more than the total fees ..."
+    r"\bliable\s+(?:to\s+(?:the\s+other|\w+)\s+)?(?:in\s+total\s+|in\s+aggregate\s+)?for\s+more\s+than\s+(?P<f>[^;]+)",
 )
 
 
@@ -1138,14 +1203,19 @@ def _liability_cap(sentences: list[_Sentence], cells: list[tuple[str, str, int]]
     for label, value, index in cells:
         if re.search(r"(?i)liabilit", label) and (numbers(value) or MONEY_RE.search(value)):
             return value, index
+    found: list[tuple[str, int]] = []
     for s in sentences:
         m = _CAP_SENTENCE.search(s.text)
         if m:
             cap = next(g for g in m.groups() if g).strip()
             if re.search(r"(?i)cover\s+sheet|particulars|schedule|order\s+form\s+details", cap) and not numbers(cap):
                 continue  # refers to a table; the cell was looked at above
-            return _cap_value(cap), s.segment
-    return None, None
+            found.append((_cap_value(cap), s.segment))
+    # "limited to the damage typically foreseeable" then "limited to EUR 300.000,00": the figure is the cap
+    with_figure = [f for f in found if MONEY_RE.search(f[0]) or re.search(r"(?i)fees|charges|price|%", f[0])]
+    if not found:
+        return None, None
+    return (with_figure or found)[0]
 
 
 # --- termination notice -----------------------------------------------------------------------------------
@@ -1184,6 +1254,8 @@ def _termination_notice(sentences: list[_Sentence], cells: list[tuple[str, str, 
             if re.search(r"(?i)during\s+(?:the|a|its|any)\s+(?:\w+\s+)?(?:trial|probation\w*)|"
                          r"(?:trial|probation\w*)\s+period\s+(?:during|in)\s+which", text):
                 score -= 4  # the shorter notice of a trial or probation period, not the contract's own
+            if re.search(r"(?i)\b(?:the\s+)?(?:company|employer)\s+may\s+terminate\s+your\s+employment", text):
+                score += 1  # an employment contract's notice is the employer's
             if best is None or score > best[0]:
                 best = (score, d, s.segment)
             break

@@ -507,3 +507,67 @@ def test_a_relationship_that_ends_on_events_is_indefinite() -> None:
     text = ("This Agreement continues in force until the earliest of: (a) the Company being wound up; or (b) one "
             "Shareholder holding all the shares.")
     assert extract_from_text(text).term_months == "indefinite"
+
+
+@pytest.mark.parametrize(
+    ("written", "amount", "currency"),
+    [
+        ("EUR 125.000,00 per year", 125000.0, "EUR"),
+        ("ZAR 18 500,00 per month", 18500.0, "ZAR"),
+        ("PLN 9.250 per unit", 9250.0, "PLN"),
+        ("TWO HUNDRED THOUSAND AND NO/100 DOLLARS ($200,000.00)", 200000.0, "USD"),
+        ("EUR 14.20 per unit", 14.2, "EUR"),
+    ],
+)
+def test_amounts_in_european_and_spaced_grouping(written: str, amount: float, currency: str) -> None:
+    assert money_amounts(written)[0] == (amount, currency)
+
+
+def test_a_loan_note_principal_maturity_and_heading_date() -> None:
+    note = ("PROMISSORY NOTE\n\n$800,000.00          Austin, Texas          Dated as of June 2, 2025\n\n"
+            "FOR VALUE RECEIVED, QUILLFEATHER FOODS, INC., a Texas corporation (\"Borrower\"), promises to pay to "
+            "the order of HARTSHORN CREDIT PARTNERS, LP, a Delaware limited partnership (\"Lender\"), the principal "
+            "sum of EIGHT HUNDRED THOUSAND AND NO/100 DOLLARS ($800,000.00), together with interest.\n\n"
+            "Beginning on July 1, 2025 and continuing on the first day of each month thereafter, Borrower shall pay "
+            "monthly installments of interest.\n\nThe whole principal balance of this Note, with accrued interest, "
+            "is due on June 2, 2028 (the \"Maturity Date\").")
+    fields = extract_from_text(note)
+    assert [normalize_party(p) for p in fields.parties] == ["quillfeather foods inc", "hartshorn credit partners lp"]
+    assert (fields.effective_date, fields.term_months) == ("2025-06-02", 36)
+    assert fields.payment == "$800,000.00"
+
+
+def test_dollars_named_after_the_amount_and_a_rate_for_each_hour() -> None:
+    text = "We'll pay you $95 (Australian dollars) for each hour you work on the project."
+    assert extract_from_text(text).payment == "AUD 95 per hour"
+
+
+def test_plain_english_cap_and_a_figure_over_a_formula() -> None:
+    plain = "Neither of us will be liable to the other for more than the fees paid in the last 12 months."
+    assert extract_from_text(plain).liability_cap == "the fees paid in the last 12 months"
+    two = ("In cases of slight negligence liability is limited to the damage typically foreseeable.\n\n"
+           "In those cases the total liability of each Party is limited to EUR 250.000,00 per Contract Year.")
+    assert extract_from_text(two).liability_cap == "EUR 250.000,00 per Contract Year"
+
+
+def test_renewal_after_a_fixed_term_keeps_the_fixed_term() -> None:
+    text = ("2.1 This Agreement endures for an initial period of 24 (twenty-four) months.\n\n"
+            "2.2 Thereafter it continues for successive periods of 12 months until terminated.")
+    assert extract_from_text(text).term_months == 24
+
+
+def test_employment_without_an_end_is_indefinite_and_the_employers_notice_counts() -> None:
+    text = ("1. Your employment with the Company begins on 1 September 2025.\n\n"
+            "9.1 You may terminate your employment by giving the Company one month's written notice.\n\n"
+            "9.2 The Company may terminate your employment by giving you two months' written notice.")
+    fields = extract_from_text(text)
+    assert (fields.term_months, fields.termination_notice_days) == ("indefinite", 60)
+
+
+def test_polish_company_form_and_a_law_that_names_no_place() -> None:
+    text = ('This Agreement is made between Orlik Maszyny Sp. z o.o., ul. Brzozowa 4, Krakow ("Buyer") and '
+            'Feldmann Antriebe GmbH ("Seller").\n\nThis Lease is governed by the laws of the state in which the '
+            'Premises are located.')
+    fields = extract_from_text(text)
+    assert fields.parties == ["Orlik Maszyny Sp. z o.o.", "Feldmann Antriebe GmbH"]
+    assert fields.governing_law is None
