@@ -30,6 +30,7 @@ import re
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 
 from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, WORD_NUMBERS, month_number
 
@@ -193,8 +194,10 @@ class GroundingReport:
     verbatim: list[int] = field(default_factory=list)
 
 
+@lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
-    """Crude suffix stripping: enough to match "terminated"/"termination"/"terminates"."""
+    """Crude suffix stripping: enough to match "terminated"/"termination"/"terminates". Remembered: a
+    contract's vocabulary is small and every job stems its summary and its chunks again."""
     word = word.lower().replace("’", "'")
     if word.endswith("'s"):
         word = word[:-2]
