@@ -14,13 +14,17 @@ with the segment each one came from:
   number", "whose registered office"). Defined short names ("Acme Holdings Limited (the
   "Supplier")") are collected in ``defined_names`` and resolved when a recital or role line
   names a party only by its short name; also '(hereinafter referred to as the "Client", which
-  expression ...)' and '- hereinafter "Supplier" -'.
+  expression ...)', '- hereinafter "Supplier" -' and ("Bellweather", "we" or "us"). Two people named as
+  one party ("A and B (together, "Tenant")") are two parties.
 - ``effective_date`` (ISO): every date in the text is scored by what surrounds it: defined
   as the Effective / Commencement / Start Date, "effective as of", "takes effect on",
-  "come into force on", "commence on", "your start date will be" beat "dated" / "made on" / "this 3rd day of", which
-  beat nothing; a date that names another document ("dated 2 March 2021 (the "Main
-  Agreement")"), one in a WHEREAS recital, a signature line ("Signed", "Date:") or an
-  expiry ("ending on", "no later than") counts against. Dates: "1 February 2025",
+  "come into force on", "commence on", "with effect from", "a term of 12 months from", a "Novation
+  Date", "your start date will be" beat "dated" / "made on" / "this 3rd day of", which beat nothing;
+  a date that names another document ("dated 2 March 2021 (the "Main Agreement")", "the note
+  dated"), one in a WHEREAS recital, a signature line ("Signed", "Date:"), an expiry ("ending on",
+  "no later than") or a payment schedule ("commencing on ... and continuing on the first day of each
+  month") counts against. An agreement "dated the date on which it has been signed by the last of
+  the Parties" takes the latest execution date. Dates: "1 February 2025",
   "1st day of February, 2025", "February 1, 2025", "2025-02-01" and "01/02/2025", the last
   read day-first or month-first from the document itself (``day_first``).
 - ``term_months`` (int or ``"indefinite"``) and ``term`` (the sentence): from "Term" /
@@ -29,20 +33,28 @@ with the segment each one came from:
   "remain in force for eighteen (18) months", "extended for an additional twenty-four (24)
   months", "Maturity Date means the date that is sixty (60) months after", "it lasts for 18
   months"), or written as dates ("starts on 1 April 2026 and ends on 31 March 2028", an end date
-  after the Effective Date) or an anniversary ("expire on the second (2nd) anniversary"); "until
-  terminated", "at will", "for as long as", "month-to-month" give ``"indefinite"``. Survival, warranty,
-  insurance, confidentiality, non-solicitation and renewal periods do not count.
+  after the Effective Date, a defined "Maturity Date", a cover table's end date) or an anniversary
+  ("expire on the second (2nd) anniversary"); "until terminated", "at will", "for as long as",
+  "month-to-month", "until the earliest of" events give ``"indefinite"``, unless they only describe
+  what follows a fixed initial term; an employment contract with no end is indefinite. Survival,
+  warranty, insurance, confidentiality, non-solicitation and renewal periods do not count.
 - ``governing_law``: the jurisdiction of "governed by / construed under the law(s) of ..." or "the laws of X apply to
-  this agreement" (``canonical_law``); a template blank ("[Fill in state]") is none.
+  this agreement" (``canonical_law``; "French law" is France); a defined term ("the Governing Law")
+  is resolved through its definition; a template blank ("[Fill in state]") or a law that names no
+  place ("the state in which the Premises are located") is none.
 - ``payment``: the main amount (fee, price, rent, salary, principal, funding, minimum
   purchase), not a liability cap, insurance limit, late charge, bonus or add-on rate; currencies
-  as symbols, codes and "CAD $", amounts also in Indian digit grouping ("INR 4,50,000").
+  as symbols, codes, "CAD $" and "$150 (Canadian dollars)", amounts also grouped the Indian,
+  German or South African way ("INR 4,50,000", "EUR 480.000,00", "ZAR 2 340,00"), with its unit
+  ("per housing unit", "per unit per week"); a commission or royalty share when there is no amount.
 - ``liability_cap``: what aggregate liability "shall not exceed" / "shall in no case exceed" / "is
-  limited to", "in no event shall ... liability ... exceed", "the most we will pay ... is", read to
-  the end of the sentence (a cross-reference such as "Section 8.2" or "Clause 12." is not an end).
+  limited to", "in no event shall ... liability ... exceed", "the most we will pay ... is", "liable ...
+  for more than", read to the end of the sentence (a cross-reference such as "Section 8.2" or
+  "Clause 12." is not an end); a cap with a figure beats a formula, and capitals are lowered.
 - ``termination_notice`` and ``termination_notice_days``: the notice to terminate without
   cause (convenience, withdrawal, resignation, break), else to stop a renewal; cure periods
-  do not count. Months count 30 days, weeks 7.
+  and a trial period's notice do not count, and an employer's notice beats an employee's. Months
+  count 30 days, weeks 7.
 
 Nothing here knows a particular contract: tests/unit/test_fields.py checks it on phrasings
 that are not in the golden set (evals/summary/).
