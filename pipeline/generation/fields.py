@@ -91,12 +91,12 @@ DURATION_RE = re.compile(
 # "CAD $320,000" and "INR 4,50,000" (Indian digit grouping) as well as "$", "£", "EUR"
 _CURRENCY = (
     r"(?:(?:USD|CAD|AUD|NZD|SGD|HKD)\s?\$|NZ\$|S\$|HK\$|USD|EUR|GBP|CAD|AUD|NZD|SGD|HKD|CHF|SEK|NOK|DKK|INR|JPY|"
-    r"ZAR|PLN|CZK|HUF|BRL|MXN|CNY|AED|"
+    r"ZAR|PLN|CZK|HUF|BRL|MXN|CNY|AED|KES|NGN|UGX|TZS|GHS|EGP|PHP|MYR|THB|IDR|KRW|TWD|ILS|TRY|SAR|QAR|"
     r"(?<![a-z])Rs\.?|US\$|C\$|A\$|\$|£|€|₹|¥)"
 )
 # 1,000.00 · 4,50,000 (Indian grouping) · 480.000,00 (German) · 2 340,00 (South African, French) · 1000
 _AMOUNT = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,2}(?:,\d{2})+,\d{3}(?:\.\d+)?|\d{1,3}(?:\.\d{3})+(?:,\d{1,2})?(?!\d)|" \
-          r"\d{1,3}(?:[ \u00a0]\d{3})+(?:,\d{1,2})?(?!\d)|\d+(?:\.\d+)?"
+          r"\d{1,3}(?:[ \u00a0]\d{3})+(?:,\d{1,2})?(?!\d)|\d{1,3}(?:['’]\d{3})+(?:\.\d{1,2})?|\d+(?:\.\d+)?"
 MONEY_RE = re.compile(
     rf"(?P<cur>{_CURRENCY})\s?(?P<amount>{_AMOUNT})(?:\s?(?P<mult>million|m)\b)?"
     rf"|(?<![/\d])(?P<amount2>{_AMOUNT})\s?(?P<cur2>USD|EUR|GBP|CAD|AUD|INR|ZAR|euros?|dollars|pounds|rupees|rand)\b",
@@ -110,12 +110,14 @@ _CURRENCY_CODES = {
     "sek": "SEK", "nok": "NOK", "dkk": "DKK", "inr": "INR", "rs": "INR", "rs.": "INR", "₹": "INR",
     "rupees": "INR", "jpy": "JPY", "¥": "JPY", "zar": "ZAR", "rand": "ZAR", "pln": "PLN", "czk": "CZK",
     "huf": "HUF", "brl": "BRL", "mxn": "MXN", "cny": "CNY", "aed": "AED",
+    **{code.lower(): code for code in ("KES", "NGN", "UGX", "TZS", "GHS", "EGP", "PHP", "MYR", "THB", "IDR", "KRW",
+                                       "TWD", "ILS", "TRY", "SAR", "QAR")},
 }
 
 
 def amount_value(written: str) -> float:
-    """'1,000.50' -> 1000.5; '4,50,000' -> 450000; '480.000,00' -> 480000; '2 340,00' -> 2340."""
-    s = written.replace("\u00a0", " ")
+    """'1,000.50' -> 1000.5; '4,50,000' -> 450000; '480.000,00' -> 480000; '2 340,00' -> 2340; "1'250" -> 1250."""
+    s = written.replace("\u00a0", " ").replace("'", "").replace("’", "")
     if re.fullmatch(r"\d{1,3}(?:\.\d{3})+(?:,\d{1,2})?|\d{1,3}(?:\s\d{3})+(?:,\d{1,2})?", s):
         return float(s.replace(".", "").replace(" ", "").replace(",", "."))
     return float(s.replace(",", ""))
@@ -146,7 +148,8 @@ _NOT_A_PARTY = re.compile(
 _ROLE_WORDS = (
     "Landlord|Tenant|Customer|Client|Provider|Supplier|Buyer|Seller|Purchaser|Vendor|Licensor|Licensee|Lender|"
     "Borrower|Distributor|Principal|Employer|Employee|Company|Executive|Consultant|Contractor|Processor|Controller|"
-    "Lessor|Lessee|Discloser|Recipient|Service Provider|Guarantor|Agent|Reseller|Partner"
+    "Lessor|Lessee|Discloser|Recipient|Service Provider|Guarantor|Agent|Reseller|Partner|Owner|Escrow Agent|Hirer|"
+    "Developer|Publisher|Subscriber|Investor|Shareholder|Trustee|Sponsor"
 )
 _ROLE_LINE = re.compile(
     rf"(?:^|\n|\|)\s*(?:the\s+)?(?P<role>{_ROLE_WORDS})(?:\s+name)?\s*(?:[:|]\s*)(?P<name>[A-Z0-9][^\n|]{{1,200}})",
@@ -331,7 +334,8 @@ def numbers(text: str | None) -> set[float]:
     found: set[float] = set()
     if not text:
         return found
-    for m in re.finditer(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?:\.\d{3})+(?:,\d{1,2})?(?!\d)|\d+(?:\.\d+)?", text):
+    for m in re.finditer(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?:\.\d{3})+(?:,\d{1,2})?(?!\d)|"
+                         r"\d{1,3}(?:['’]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?", text):
         found.add(amount_value(m.group(0)))
     for m in re.finditer(_NUMBER_WORD, text, re.IGNORECASE):
         value = _word_number(m.group(0))
@@ -385,6 +389,7 @@ _LAW_ADJECTIVES = {
     "indian": "India", "chinese": "China", "welsh": "Wales", "canadian": "Canada", "australian": "Australia",
     "greek": "Greece", "czech": "the Czech Republic", "hungarian": "Hungary", "romanian": "Romania",
     "english": "England and Wales", "scots": "Scotland", "scottish": "Scotland",
+    "kenyan": "Kenya", "nigerian": "Nigeria", "philippine": "the Philippines", "malaysian": "Malaysia",
 }
 # "Hong Kong Special Administrative Region of the People's Republic of China" is Hong Kong
 _LAW_SUFFIX = re.compile(r"(?i)\s+special\s+administrative\s+region\b.*$|\s+\(?SAR\)?$")
@@ -420,7 +425,7 @@ def canonical_law(text: str | None) -> str | None:
 
 
 def _display_law(text: str) -> str:
-    s = " ".join(text.split()).strip(" .,;:")
+    s = re.sub(r"(?i)^(?:the\s+)?(?:substantive|internal)\s+", "", " ".join(text.split()).strip(" .,;:"))
     previous = None
     while previous != s:
         previous = s
@@ -535,10 +540,25 @@ def _cells(segments: Sequence[tuple[str, str]]) -> list[tuple[str, str, int]]:
                     for sub in re.finditer(rf"\b({_ROLE_WORDS})\s*:\s*([^:]+?)(?=\s+(?:{_ROLE_WORDS})\s*:|$)", value):
                         out.append((sub.group(1), sub.group(2).strip(), index))
             else:
+                labels = list(_INLINE_LABEL.finditer(line))
+                if len(labels) >= 3:  # a "Key Details" block of "Label: value" lines, joined into one by chunking
+                    for here, after in zip(labels, [*labels[1:], None], strict=True):
+                        value = line[here.end(): after.start() if after else len(line)].strip()
+                        # "... 4 Mill Lane Licensee: X": the label is the role the address runs into
+                        role = re.search(rf"\b(?:{_ROLE_WORDS})$", here.group(1))
+                        if value:
+                            out.append((role.group(0) if role else here.group(1), value[:200], index))
+                    continue
                 m = re.match(r"^\s*([A-Z][A-Za-z ./()-]{1,40}?)\s*:\s+(\S.{0,200})$", line.strip())
                 if m:
                     out.append((m.group(1).strip(), m.group(2).strip(), index))
     return out
+
+
+# a label in a joined "Label: value" block: Title Case words ("Escrow Start Date:", "Law and Courts:")
+_INLINE_LABEL = re.compile(
+    r"(?:(?<=\s)|^)([A-Z][A-Za-z/()&'-]*(?:\s+(?:[A-Z][A-Za-z/()&'-]*|of|and|for|to|the|in)){0,4})\s*:\s+"
+)
 
 
 # --- parties ----------------------------------------------------------------------------------------
@@ -576,7 +596,7 @@ def _recital_parties(text: str) -> tuple[list[str], dict[str, str]]:
         last = m.end()
         # the name starts after the previous party's connective
         raw = re.split(
-            r"(?i);\s*and\b|\band\s*\n|\n\s*-?\s*and\s*-?\s*\n|,\s+and\s+(?=[A-Z])|\)\s*,?\s*and\s+", raw
+            r"(?i);\s*and\b|\band\s*\n|\n\s*-?\s*and\s*-?\s*\n|,\s+and\s+(?-i:(?=[A-Z]))|\)\s*,?\s*and\s+", raw
         )[-1]
         name = tidy_name(raw.strip(" ,;\n"))
         if name and len(name) > 2 and name not in parties:
@@ -626,7 +646,8 @@ _GENERIC_PARTY = re.compile(
     rf"(?i)(?:{_ROLE_WORDS}|Subcontractor|Sub-?processor|Affiliate|Licensor|Party|Parties|Disclosing\s+Party|"
     rf"Receiving\s+Party)s?"
 )
-_CLAUSE_WORDS = re.compile(r"\b(?:is|are|shall|will|may|must|where|which|who|retains|owns|supersedes|agrees?|has)\b")
+_CLAUSE_WORDS = re.compile(r"\b(?:is|are|shall|will|may|must|where|which|who|retains|owns|supersedes|agrees?|has|have|"
+                           r"had|concluded|offered|dated)\b")
 
 
 def _plausible_party(name: str) -> bool:
@@ -742,7 +763,7 @@ def _defined_role_parties(text: str) -> list[str]:
 # --- effective date ---------------------------------------------------------------------------------
 _START_TERMS = r"(?:(?:Order|Amendment|Agreement|Contract|Lease|Tenancy|Rental|Hire|Term|Licen[cs]e|" \
                r"Subscription|Services?|Engagement|Employment|Project|SOW)\s+)?" \
-               r"(?:Effective|Commencement|Start|Operative|Go[- ]Live|Novation|Assignment)\s+Date"
+               r"(?:(?:Effective|Commencement|Start|Operative|Go[- ]Live|Novation|Assignment)\s+Date|Date\s+of\s+Entry)"
 _STRONG_BEFORE = re.compile(
     rf"(?:effective(?:\s+(?:as\s+of|on|from))?(?:\s+the)?|(?:take|takes|took)\s+effect\s+(?:on|from|as\s+of)|"
     rf"with\s+effect\s+(?:on|from)(?:\s+and\s+including)?|from\s+and\s+including|"
@@ -1013,7 +1034,7 @@ def _open_ended_employment(sentences: list[_Sentence]) -> tuple[str | None, Term
 _LAW_SENTENCE = re.compile(
     r"(?i)(?:governed\s+by|construed\s+(?:and\s+enforced\s+)?(?:in\s+accordance\s+with|under)|subject\s+to)\s+"
     r"(?:and\s+(?:construed|interpreted|enforced)\s+(?:in\s+accordance\s+with|under)\s+)?(?P<law>(?:the\s+)?(?:substantive\s+|internal\s+)?"
-    r"laws?\s+(?:of|in\s+force\s+in)\s+[^;.]{2,120}|(?:English|Scots|[A-Z][a-z]+)\s+law|"
+    r"laws?\s+(?:of|in\s+force\s+in)\s+[^;.]{2,120}|(?:(?:substantive|internal)\s+)?(?:English|Scots|[A-Z][a-z]+)\s+law|"
     # a defined term, resolved through its definition: "construed in accordance with the Governing Law"
     r"(?-i:(?:the\s+)?(?:[A-Z][a-z]+\s+){1,3}(?:Law|Laws|Jurisdiction|State|Country)\b))",
 )
@@ -1087,7 +1108,7 @@ def _governing_law(sentences: list[_Sentence], cells: list[tuple[str, str, int]]
 
 # --- money: payment and liability cap -------------------------------------------------------------------
 _PAY_GOOD = re.compile(
-    r"(?i)\bfees?\b|price|rent\b|salary|principal|loan\b|funding|purchase|consideration|subscription|licen[cs]e\s+fee|"
+    r"(?i)\bfees?\b|price|rent\b|salary|remunerat|(?:daily|day|hourly)\s+rate|principal|loan\b|funding|purchase|consideration|subscription|licen[cs]e\s+fee|"
     r"royalt|compensation|remuneration|retainer|contract\s+(?:price|value)|charge[sd]?\b|\bpay\b|payable|amount\s+of",
 )
 _PAY_BAD = re.compile(
@@ -1155,8 +1176,9 @@ def _payment(sentences: list[_Sentence], cells: list[tuple[str, str, int]]) -> t
                 score -= 3
             if _PERIOD.search(text[m.end(): m.end() + 40]) or re.search(r"(?i)monthly|annual", local):
                 score += 2
-            if re.search(r"(?i)principal\s+(?:sum|amount)\s+of\b", text[max(0, m.start() - 160): m.start()]):
-                score += 4  # a loan's principal, often spelled out in words before the figure
+            wide = text[max(0, m.start() - 160): m.start()]
+            if re.search(r"(?i)\b(?:sum|amount)\s+of\b", wide) and _PAY_GOOD.search(wide):
+                score += 4  # "rent in the sum of Kenya Shillings One Million ... (KES 1,480,000)": words, then figure
             score -= rank
             if score >= 4 and (best is None or score > best[0]):
                 best = (score, _money_phrase(text, m), s.segment)
@@ -1171,6 +1193,23 @@ _PERCENT_PAY = re.compile(
     rf"(?:[a-z-]+(?:\s+[a-z-]+)?\s+per\s*cent\s+)?{_SHARE}(?:\s+of\s+(?:the\s+)?(?P<base>[a-z][a-z ]{{2,30}}?))?"
     rf"(?=\s+(?:on|in|for|payable|received|from|during|earned)\b|[,.;)]|$)"
 )
+
+
+_DOLLAR_DECLARATION = re.compile(
+    r"(?i)\b(?:all\s+)?(?:amounts|sums|fees|prices|payments)\b[^.;]{0,40}?\b(?:are|is|shall\s+be|will\s+be)\s+"
+    r"(?:stated\s+|expressed\s+|payable\s+|denominated\s+)?in\s+(Australian|Canadian|New\s+Zealand|Singapore|"
+    r"Hong\s+Kong)\s+dollars"
+)
+
+
+def _declared_dollars(text: str) -> str:
+    """'All amounts in this agreement are in Australian dollars': "$" means AUD ("AUD "), else ""."""
+    m = _DOLLAR_DECLARATION.search(text)
+    if m is None:
+        return ""
+    country = " ".join(m.group(1).lower().split())
+    return {"australian": "AUD ", "canadian": "CAD ", "new zealand": "NZD ", "singapore": "SGD ",
+            "hong kong": "HKD "}[country]
 
 
 def _percentage_payment(sentences: list[_Sentence]) -> tuple[str | None, int | None]:
@@ -1266,7 +1305,8 @@ def _termination_notice(sentences: list[_Sentence], cells: list[tuple[str, str, 
             if re.search(r"(?i)during\s+(?:the|a|its|any)\s+(?:\w+\s+)?(?:trial|probation\w*)|"
                          r"(?:trial|probation\w*)\s+period\s+(?:during|in)\s+which", text):
                 score -= 4  # the shorter notice of a trial or probation period, not the contract's own
-            if re.search(r"(?i)\b(?:the\s+)?(?:company|employer)\s+may\s+terminate\s+your\s+employment", text):
+            if re.search(r"(?i)\b(?:the\s+)?(?:company|employer|we)\s+(?:may|can)\s+(?:terminate|end)\s+your\s+"
+                         r"employment", text):
                 score += 1  # an employment contract's notice is the employer's
             if best is None or score > best[0]:
                 best = (score, d, s.segment)
@@ -1320,6 +1360,8 @@ def extract_fields(segments: Sequence[tuple[str, str]]) -> FieldValues:
     if source is not None:
         out.sources["governing_law"] = source
     out.payment, source = _payment(sentences, cells)
+    if out.payment and out.payment.startswith("$"):
+        out.payment = _declared_dollars(text) + out.payment[1:] if _declared_dollars(text) else out.payment
     if source is not None:
         out.sources["payment"] = source
     out.liability_cap, source = _liability_cap(sentences, cells)

@@ -571,3 +571,38 @@ def test_polish_company_form_and_a_law_that_names_no_place() -> None:
     fields = extract_from_text(text)
     assert fields.parties == ["Orlik Maszyny Sp. z o.o.", "Feldmann Antriebe GmbH"]
     assert fields.governing_law is None
+
+
+def test_a_key_details_block_joined_into_one_line_gives_its_labels() -> None:
+    block = ("Reference: ABC Owner: Larkspur Code Ltd (company number 123), 4 Mill Lane Licensee: Fenwick Stores "
+             "Limited, 9 High Street Start Date: 1 May 2026 Law and Courts: Scots law; courts of Scotland")
+    fields = extract_from_text(block)
+    assert fields.parties == ["Larkspur Code Ltd", "Fenwick Stores Limited"]
+    assert fields.governing_law == "Scotland"
+
+
+def test_swiss_amounts_and_law_and_other_currencies() -> None:
+    assert money_amounts("CHF 1'250.00 per day")[0] == (1250.0, "CHF")
+    assert money_amounts("KES 740,000 per month")[0] == (740000.0, "KES")
+    assert extract_from_text("This Agreement is governed by substantive Swiss law.").governing_law == "Switzerland"
+
+
+def test_dollars_declared_for_the_whole_document() -> None:
+    text = ("We will pay you a salary of $150,000 per year.\n\n"
+            "All amounts in this agreement are in New Zealand dollars.")
+    assert extract_from_text(text).payment == "NZD 150,000 per year"
+
+
+def test_date_of_entry_and_we_may_end_your_employment() -> None:
+    lease = "The Lease is signed on 3 March 2026.\n\nDate of Entry: 1 April 2026"
+    assert extract_from_text(lease).effective_date == "2026-04-01"
+    notice = ("You may end your employment by giving us two weeks' notice.\n\n"
+              "We may end your employment by giving you six weeks' notice.")
+    assert extract_from_text(notice).termination_notice_days == 42
+
+
+def test_a_recital_party_followed_by_its_postal_address() -> None:
+    text = ("THIS AGREEMENT is made BETWEEN\n\nKILIMA TOOLS LIMITED, a company of Plot 4, Enterprise Road, and of "
+            "P.O. Box 100, Nairobi (hereinafter called \"the Lessor\") of the one part;\n\nAND\n\nPWANI QUARRIES "
+            "LIMITED, a company of Box 7, Mombasa (hereinafter called \"the Lessee\") of the other part.")
+    assert [normalize_party(p) for p in extract_from_text(text).parties] == ["kilima tools ltd", "pwani quarries ltd"]
