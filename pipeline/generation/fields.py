@@ -1117,11 +1117,11 @@ _PAY_BAD = re.compile(
     r"previous|original|reimburs|expense|excess|overage|per\s+additional|indemn|debt|security\s+deposit|"
     r"withhold|hourly|per\s+hour|training|parts",
 )
-# what one "per" unit may be: one or two words ("per unit", "per housing unit", "per named user"), not
+# what one "per" unit may be: one to three words ("per unit", "per housing unit", "per rentable square foot"), not
 # a word that starts the rest of the sentence ("per month in advance", "per annum exclusive of VAT")
 _PER_WORD = r"(?i:(?!(?:and|or|plus|payable|in|on|by|for|which|that|exclusive|excluding|inclusive|including|net|" \
-            r"of|to|from|at|is|are|will|shall|the|a|an|as|with|within|under|subject|due|per|cent)\b)[a-z][a-z-]*)"
-_PER = rf"(?i:per)\s+{_PER_WORD}(?:\s+{_PER_WORD})?"
+            r"of|to|from|at|is|are|will|shall|the|a|an|as|with|within|under|subject|due|per|cent|thereafter|only|until|during|after|before|if|when|where|so|but|plus)\b)[a-z][a-z-]*)"
+_PER = rf"(?i:per)\s+{_PER_WORD}(?:\s+{_PER_WORD}){{0,2}}"
 _PERIOD = re.compile(
     rf"^\s*(?:\([^)]*\)\s*)?(?:\w+\s+){{0,3}}?({_PER}(?:,?\s+{_PER})?|(?i:a\s+(?:year|month))|"
     r"(?i:for\s+each\s+(?:hour|day|week|month|year|unit))|"

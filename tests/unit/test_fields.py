@@ -413,6 +413,7 @@ def test_tenancy_start_beats_the_signing_date() -> None:
         ("The fee is $12 per named user per month, billed annually.", "$12 per named user per month"),
         ("The rent is £1,200 Per Month in advance.", "£1,200 per month"),
         ("The fee is $5,000 per annum exclusive of VAT.", "$5,000 per annum"),
+        ("Base rent is USD 41.00 per rentable square foot for the first year.", "USD 41.00 per rentable square foot"),
     ],
 )
 def test_payment_keeps_its_per_unit(sentence: str, payment: str) -> None:
