@@ -604,6 +604,19 @@ def _recital_parties(text: str) -> tuple[list[str], dict[str, str]]:
             for short in shorts:
                 names[short] = name
     if len(parties) < 2:
+        # "Parties\n1. Tallowgrove Systems Pty Ltd ACN 612 ... (Company, we, us)\n2. Priyanka Marchetti of 14 ...":
+        # numbered lines whose short names are not quoted
+        numbered = []
+        for line in body.splitlines():
+            m = re.match(r"^\s*\(?\d{1,2}[.)]\s+(.+)$", line)
+            if m:
+                numbered.append(tidy_name(m.group(1)))
+            elif line.strip() and numbered and not re.fullmatch(r"Section \d+", line.strip()):
+                break  # the list of parties has ended (chunking heads a numbered item "Section N")
+        numbered = [name for name in numbered if name and _plausible_party(name)]
+        if len(numbered) >= 2:
+            return numbered, names
+    if len(parties) < 2:
         # "between Acme Ltd and Beta LLC." without defined names
         m2 = re.match(r"(.+?)\s+and\s+(.+?)(?:\.\s|\.$|;|\n|$)", body, re.DOTALL)
         if m2:
@@ -1302,12 +1315,12 @@ def _termination_notice(sentences: list[_Sentence], cells: list[tuple[str, str, 
                 score += 5
             if re.search(r"(?i)non-?renewal|end\s+of\s+the\s+(?:then[- ]current|initial|renewal)", text):
                 score += 1
-            if re.search(r"(?i)during\s+(?:the|a|its|any)\s+(?:\w+\s+)?(?:trial|probation\w*)|"
+            if re.search(r"(?i)during\s+(?:(?:the|a|its|any)\s+)?(?:\w+\s+)?(?:trial|probation\w*)|"
                          r"(?:trial|probation\w*)\s+period\s+(?:during|in)\s+which", text):
                 score -= 4  # the shorter notice of a trial or probation period, not the contract's own
             if re.search(r"(?i)\b(?:the\s+)?(?:company|employer|we)\s+(?:may|can)\s+(?:terminate|end)\s+your\s+"
                          r"employment", text):
-                score += 1  # an employment contract's notice is the employer's
+                score += 6  # an employment contract's notice is the employer's, not the resignation notice
             if best is None or score > best[0]:
                 best = (score, d, s.segment)
             break

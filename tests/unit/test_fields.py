@@ -607,3 +607,14 @@ def test_a_recital_party_followed_by_its_postal_address() -> None:
             "P.O. Box 100, Nairobi (hereinafter called \"the Lessor\") of the one part;\n\nAND\n\nPWANI QUARRIES "
             "LIMITED, a company of Box 7, Mombasa (hereinafter called \"the Lessee\") of the other part.")
     assert [normalize_party(p) for p in extract_from_text(text).parties] == ["kilima tools ltd", "pwani quarries ltd"]
+
+
+def test_numbered_parties_without_quoted_names_and_the_employers_notice_after_probation() -> None:
+    text = ("EMPLOYMENT AGREEMENT\n\nParties\n\n1. Wombat Ridge Analytics Pty Ltd ACN 111 222 333 of 5 Gum Lane, "
+            "Hobart (Company, we, us)\n2. Tomas Eriksen of 9 Sand Street, Hobart (you)\n\nBackground\n\n"
+            "During probation either of us may end your employment on one week's notice.\n\n"
+            "After probation, we may end your employment by giving you six weeks' notice.\n\n"
+            "You may resign by giving us three weeks' notice.")
+    fields = extract_from_text(text)
+    assert fields.parties == ["Wombat Ridge Analytics Pty Ltd", "Tomas Eriksen"]
+    assert fields.termination_notice_days == 42
