@@ -608,9 +608,9 @@ def _recital_parties(text: str) -> tuple[list[str], dict[str, str]]:
         # numbered lines whose short names are not quoted
         numbered = []
         for line in body.splitlines():
-            m = re.match(r"^\s*\(?\d{1,2}[.)]\s+(.+)$", line)
-            if m:
-                numbered.append(tidy_name(m.group(1)))
+            item = re.match(r"^\s*\(?\d{1,2}[.)]\s+(.+)$", line)
+            if item:
+                numbered.append(tidy_name(item.group(1)))
             elif line.strip() and numbered and not re.fullmatch(r"Section \d+", line.strip()):
                 break  # the list of parties has ended (chunking heads a numbered item "Section N")
         numbered = [name for name in numbered if name and _plausible_party(name)]
