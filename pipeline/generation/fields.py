@@ -73,7 +73,7 @@ from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, ORDINAL_WORDS, WORD
 
 TermMonths = int | Literal["indefinite"]
 
-_ISO = r"(?P<y3>\d{4})-(?P<m3>\d{2})-(?P<d3>\d{2})"
+_ISO = r"(?P<y3>\d{4})(?P<sep3>[-/.])(?P<m3>\d{1,2})(?P=sep3)(?P<d3>\d{1,2})"  # 2025-04-01, Japanese 2025/04/01
 _NUMERIC = r"(?P<a>\d{1,2})(?P<sep>[/.])(?P<b>\d{1,2})(?P=sep)(?P<y4>\d{4})"
 DATE_RE = re.compile(rf"\b(?:{DAY_MONTH_YEAR}|{MONTH_DAY_YEAR}|{_ISO}|{_NUMERIC})\b", re.IGNORECASE)
 
@@ -1243,6 +1243,8 @@ _CAP_SENTENCE = re.compile(
     r"(?:to|at)\s+(?P<b>[^;]+)|(?:liabilit\w*)[^;]{0,60}?(?:cap|maximum)\s+(?:of|is|shall\s+be)\s+(?P<c>[^;]+)|"
     # "In no event shall the Developer's aggregate liability ... exceed X" (the verb before the subject)
     r"in\s+no\s+event\s+(?:shall|will)\s+[^;]{0,120}?liabilit\w*[^;]{0,150}?\s+exceed\s+(?P<d>[^;]+)|"
+    # "NEITHER PARTY'S AGGREGATE LIABILITY ... SHALL EXCEED X" (the negation is in "neither")
+    r"\bneither\s+party['’]s\s+[^;]{0,40}?liabilit\w*[^;]{0,150}?\s+(?:shall|will|may)\s+exceed\s+(?P<g>[^;]+)|"
     # plain English: "The most we will pay you for all claims under this agreement is £100,000"
     r"\bthe\s+most\s+(?:that\s+)?(?:we|you|it|either\s+(?:of\s+us|party)|each\s+party|(?:the\s+)?[A-Z]\w+)\s+"
     r"(?:will|shall|can|may|would)\s+(?:have\s+to\s+)?(?:pay|be\s+liable)[^;]{0,120}?\s+is\s+(?P<e>[^;]+)|"

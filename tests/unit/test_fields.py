@@ -618,3 +618,10 @@ def test_numbered_parties_without_quoted_names_and_the_employers_notice_after_pr
     fields = extract_from_text(text)
     assert fields.parties == ["Wombat Ridge Analytics Pty Ltd", "Tomas Eriksen"]
     assert fields.termination_notice_days == 42
+
+
+def test_neither_partys_liability_shall_exceed_and_a_year_first_slashed_date() -> None:
+    cap = ("NEITHER PARTY'S AGGREGATE LIABILITY UNDER THIS AGREEMENT SHALL EXCEED THE CHARGES PAID IN THE THREE (3) "
+           "MONTHS BEFORE THE CLAIM.")
+    assert extract_from_text(cap).liability_cap == "the charges paid in the three (3) months before the claim"
+    assert extract_from_text("This Agreement takes effect on 2026/07/01.").effective_date == "2026-07-01"
