@@ -66,15 +66,18 @@ _CITATION = re.compile(r"\[[^\[\]\s]{1,40}\]")
 # --- canonical numbers, dates and amounts ---------------------------------------------------------------
 _DATE = re.compile(
     rf"\b(?:{DAY_MONTH_YEAR}|{MONTH_DAY_YEAR}"
-    r"|(?P<y3>\d{4})-(?P<m3>\d{1,2})-(?P<d3>\d{1,2})"
+    r"|(?P<y3>\d{4})(?P<sep3>[-/.])(?P<m3>\d{1,2})(?P=sep3)(?P<d3>\d{1,2})"
     r"|(?P<a>\d{1,2})(?P<sep>[/.])(?P<b>\d{1,2})(?P=sep)(?P<y4>\d{4}))\b",
     re.IGNORECASE,
 )
 _CURRENCY_WORDS = {
     "us$": "usd", "$": "usd", "usd": "usd", "dollars": "usd", "dollar": "usd", "€": "eur", "eur": "eur",
     "euro": "eur", "euros": "eur", "£": "gbp", "gbp": "gbp", "pounds": "gbp", "sterling": "gbp",
+    "canadian dollars": "cad", "australian dollars": "aud", "new zealand dollars": "nzd",
+    "singapore dollars": "sgd", "hong kong dollars": "hkd",
 }  # fmt: skip
-_CURRENCY = re.compile(r"US\$|\$|€|£|\b(?:USD|EUR|GBP|dollars?|euros?|pounds|sterling)\b", re.IGNORECASE)
+_CURRENCY = re.compile(r"\b(?:Canadian|Australian|New\s+Zealand|Singapore|Hong\s+Kong)\s+dollars\b|US\$|\$|€|£|"
+                       r"\b(?:USD|EUR|GBP|dollars?|euros?|pounds|sterling)\b", re.IGNORECASE)
 _SCALED = re.compile(r"(?<![\w.,])(\d+(?:\.\d+)?)\s*(million|billion|thousand|bn|m|k)\b", re.IGNORECASE)
 _SCALE = {"thousand": 1_000, "k": 1_000, "million": 1_000_000, "m": 1_000_000, "billion": 10**9, "bn": 10**9}
 _NUMBER = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)*)(?![\w])")
@@ -157,7 +160,7 @@ def canonical_text(text: str, *, alternatives: bool = False) -> str:
         return " ".join(_date_token(d) for d in (readings if alternatives else readings[:1]))
 
     text = _DATE.sub(lambda m: f" {date_sub(m)} ", text)
-    text = _CURRENCY.sub(lambda m: f" {_CURRENCY_WORDS[m.group(0).lower()]} ", text)
+    text = _CURRENCY.sub(lambda m: f" {_CURRENCY_WORDS[' '.join(m.group(0).lower().split())]} ", text)
     text = _SCALED.sub(_scaled, text)
     text = _PERCENT.sub(" percent", text)
     text = _WORD_NUMBER.sub(_word_number, text)
