@@ -8,6 +8,8 @@ the same way.
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 _MONTH_NAMES = (
     "january", "february", "march", "april", "may", "june",
     "july", "august", "september", "october", "november", "december",
@@ -47,3 +49,11 @@ def month_number(name: str) -> int:
     """1-12 for a month name or abbreviation ("Feb.", "Sept", "september"); KeyError otherwise."""
     low = name.lower().rstrip(".")
     return _MONTHS[low[:4] if low.startswith("sept") else low[:3]]
+
+
+def span_months(start: date, end: date) -> int:
+    """Whole months from ``start`` to ``end`` inclusive: 1 April 2026 to 31 March 2028 is 24 (a term written
+    as two dates, read by the field extraction and accepted by the grounding check alike)."""
+    after = end + timedelta(days=1)
+    months = (after.year - start.year) * 12 + after.month - start.month
+    return months + round((after.day - start.day) / 30)

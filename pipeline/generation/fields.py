@@ -69,7 +69,7 @@ from datetime import date
 from typing import Literal
 
 from pipeline.text import split_sentences
-from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, ORDINAL_WORDS, WORD_NUMBERS, month_number
+from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, ORDINAL_WORDS, WORD_NUMBERS, month_number, span_months
 
 TermMonths = int | Literal["indefinite"]
 
@@ -918,13 +918,6 @@ def _anniversary_months(text: str) -> int | None:
     return years * 12
 
 
-def _span_months(start: date, end: date) -> int:
-    """Whole months from ``start`` to ``end`` inclusive: 1 April 2026 to 31 March 2028 is 24."""
-    after = date.fromordinal(end.toordinal() + 1)
-    months = (after.year - start.year) * 12 + after.month - start.month
-    return months + round((after.day - start.day) / 30)
-
-
 _END_DEFINED = re.compile(
     r"(?i)\s*\((?:the\s+)?[\"“](?:Maturity|Expiry|Expiration|End|Termination|Final)\s+Date[\"”]\)"
 )
@@ -948,7 +941,7 @@ def _date_span_months(text: str, dayfirst: bool, start: date | None) -> int | No
         begin = start
     if begin is None or end is None or end <= begin:
         return None
-    return _span_months(begin, end)
+    return span_months(begin, end)
 
 
 def _periodic(text: str) -> bool:
@@ -984,7 +977,7 @@ def _term(sentences: list[_Sentence], cells: list[tuple[str, str, int]], *, dayf
         if start is not None and re.search(r"(?i)\b(?:end|expiry|expiration)\s+date\b", label):
             end = parse_date(value, dayfirst=dayfirst)
             if end is not None and end > start:
-                return f"{label}: {value}", _span_months(start, end), index
+                return f"{label}: {value}", span_months(start, end), index
     best: tuple[int, _Sentence, TermMonths] | None = None
     for s in sentences:
         text = s.text

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 
-from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, WORD_NUMBERS, month_number
+from pipeline.written import DAY_MONTH_YEAR, MONTH_DAY_YEAR, WORD_NUMBERS, month_number, span_months
 
 #: share of a sentence's content words that must appear in one chunk.
 DEFAULT_THRESHOLD = 0.6
@@ -167,9 +167,20 @@ def canonical_text(text: str, *, alternatives: bool = False) -> str:
     return _NUMBER.sub(lambda m: _number_token(m.group(0)), text)
 
 
+_DATE_TOKEN = re.compile(r"\bd(\d{4})(\d{2})(\d{2})\b")
+
+
 def _duration_equivalents(canonical: str) -> set[str]:
-    """Numbers a duration also means: "2 years" gives 24 and "month", "3 months" 90 and "day"."""
+    """Numbers a duration also means: "2 years" gives 24 and "month", "3 months" 90 and "day"; and the
+    months between two dates of the text ("begins on 1 September 2025 ... ends on 31 August 2026" gives
+    12 and "month"), the term the field extraction derives from them."""
     extra: set[str] = set()
+    days = sorted({date(int(y), int(m), int(d)) for y, m, d in _DATE_TOKEN.findall(canonical)})
+    for i, start in enumerate(days):
+        for end in days[i + 1:]:
+            months = span_months(start, end)
+            if 1 <= months <= 600:
+                extra.update({str(months), "month"})
     for m in _DURATION.finditer(canonical):
         n, unit = int(m.group(1)), m.group(2).lower().rstrip("s")
         if unit == "year":
