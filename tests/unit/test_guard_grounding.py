@@ -237,3 +237,10 @@ def test_a_quote_cut_mid_word_at_a_length_limit_is_still_copied_text() -> None:
     assert grounding([cut + "."], [("c7", chunk)]).verbatim == [], "a finished sentence is not cut short"
     wrong = [("c8", "The deposit of USD 1000 is held by the Landlord in a separate account for the Tenant.")]
     assert grounding(["The deposit of USD 100"], wrong).verbatim == []
+
+
+def test_a_term_between_two_dates_of_one_chunk_is_supported_and_another_is_not() -> None:
+    chunk = [("c1", "The lease term begins on 1 May 2026 and ends at midnight on 30 April 2027.")]
+    assert grounding(["Term: 12 months."], chunk).unsupported == []
+    assert grounding(["Term: 18 months."], chunk).unsupported == [0]
+    assert grounding(["Effective date: 2026-05-01."], [("c1", "It takes effect on 2026/05/01.")]).unsupported == []
