@@ -478,7 +478,8 @@ def grounding(
     for chunk_id, text in chunks:
         canonical = canonical_text(text, alternatives=True)
         prepared.ids.append(chunk_id)
-        prepared.words.append(_ChunkWords.of(canonical))
+        # copied text is matched word for word: an ambiguous "03/04/2025" in one reading, as the sentence has it
+        prepared.words.append(_ChunkWords.of(canonical_text(text) if _DATE.search(text) else canonical))
         prepared.terms.append(_terms_of_canonical(canonical) | _duration_equivalents(canonical))
     unsupported: list[int] = []
     support: dict[int, Hashable] = {}

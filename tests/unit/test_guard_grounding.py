@@ -244,3 +244,9 @@ def test_a_term_between_two_dates_of_one_chunk_is_supported_and_another_is_not()
     assert grounding(["Term: 12 months."], chunk).unsupported == []
     assert grounding(["Term: 18 months."], chunk).unsupported == [0]
     assert grounding(["Effective date: 2026-05-01."], [("c1", "It takes effect on 2026/05/01.")]).unsupported == []
+
+
+def test_a_copied_sentence_with_an_ambiguous_numeric_date_is_copied_text() -> None:
+    chunk = [("c1", "Letter dated 03/04/2025 to Vence Consulting LLC about the forecasting models")]
+    report = grounding(["Letter dated 03/04/2025 to Vence Consulting LLC about the forecasting models."], chunk)
+    assert report.unsupported == [] and report.verbatim == [0]
