@@ -1135,17 +1135,23 @@ _PERIOD = re.compile(
 )
 
 
+# the dollars a contract may name in words: "$150 (Canadian dollars)", "amounts are in Australian dollars"
+_DOLLAR_CODES = {"canadian": "CAD", "australian": "AUD", "new zealand": "NZD", "singapore": "SGD",
+                 "hong kong": "HKD", "us": "USD", "u.s.": "USD"}
+_DOLLAR_COUNTRIES = r"Canadian|Australian|New\s+Zealand|Singapore|Hong\s+Kong"
+
+
+def _dollar_code(country: str) -> str:
+    return _DOLLAR_CODES[" ".join(country.lower().split())]
+
+
 def _money_phrase(text: str, m: re.Match[str]) -> str:
     phrase = " ".join(m.group(0).split())
     before = text[max(0, m.start() - 60): m.start()].lower()
     period = _PERIOD.search(text[m.end(): m.end() + 40])
-    named = re.match(r"\s*\(?\s*(Canadian|Australian|New\s+Zealand|Singapore|Hong\s+Kong|US|U\.S\.)\s+dollars\)?",
-                     text[m.end():], re.IGNORECASE)
+    named = re.match(rf"\s*\(?\s*({_DOLLAR_COUNTRIES}|US|U\.S\.)\s+dollars\)?", text[m.end():], re.IGNORECASE)
     if named and phrase.startswith("$"):
-        code = {"canadian": "CAD", "australian": "AUD", "singapore": "SGD"}.get(named.group(1).lower(), "")
-        code = code or ("NZD" if named.group(1).lower().startswith("new") else
-                        "HKD" if named.group(1).lower().startswith("hong") else "USD")
-        phrase = f"{code} {phrase[1:]}"  # "$150 (Canadian dollars)" is CAD 150
+        phrase = f"{_dollar_code(named.group(1))} {phrase[1:]}"  # "$150 (Canadian dollars)" is CAD 150
         period = _PERIOD.search(text[m.end() + named.end(): m.end() + named.end() + 40])
     if period:
         suffix = period.group(1)
@@ -1203,19 +1209,14 @@ _PERCENT_PAY = re.compile(
 
 _DOLLAR_DECLARATION = re.compile(
     r"(?i)\b(?:all\s+)?(?:amounts|sums|fees|prices|payments)\b[^.;]{0,40}?\b(?:are|is|shall\s+be|will\s+be)\s+"
-    r"(?:stated\s+|expressed\s+|payable\s+|denominated\s+)?in\s+(Australian|Canadian|New\s+Zealand|Singapore|"
-    r"Hong\s+Kong)\s+dollars"
+    rf"(?:stated\s+|expressed\s+|payable\s+|denominated\s+)?in\s+({_DOLLAR_COUNTRIES})\s+dollars"
 )
 
 
-def _declared_dollars(text: str) -> str:
-    """'All amounts in this agreement are in Australian dollars': "$" means AUD ("AUD "), else ""."""
+def _declared_dollars(text: str) -> str | None:
+    """'All amounts in this agreement are in Australian dollars': "$" means AUD; None when nothing is declared."""
     m = _DOLLAR_DECLARATION.search(text)
-    if m is None:
-        return ""
-    country = " ".join(m.group(1).lower().split())
-    return {"australian": "AUD ", "canadian": "CAD ", "new zealand": "NZD ", "singapore": "SGD ",
-            "hong kong": "HKD "}[country]
+    return _dollar_code(m.group(1)) if m else None
 
 
 def _percentage_payment(sentences: list[_Sentence]) -> tuple[str | None, int | None]:
@@ -1368,8 +1369,9 @@ def extract_fields(segments: Sequence[tuple[str, str]]) -> FieldValues:
     if source is not None:
         out.sources["governing_law"] = source
     out.payment, source = _payment(sentences, cells)
-    if out.payment and out.payment.startswith("$"):
-        out.payment = _declared_dollars(text) + out.payment[1:] if _declared_dollars(text) else out.payment
+    declared = _declared_dollars(text) if out.payment and out.payment.startswith("$") else None
+    if out.payment and declared:
+        out.payment = f"{declared} {out.payment[1:]}"
     if source is not None:
         out.sources["payment"] = source
     out.liability_cap, source = _liability_cap(sentences, cells)
